@@ -1,0 +1,1 @@
+"""triage's steps: one module per step."""

@@ -1,0 +1,59 @@
+"""classify-<kind>: one classifier (intent, language, priority or sentiment) per step, all four in parallel.
+
+A classifier never passes on a label outside its set or without a confidence: such an answer is invalid and
+retried, then the fallback chain is tried. When every model failed, it emits a *failed* classification
+(``ok=false`` with the reason) instead of a dead letter: the join owns the ticket's fate and its policy
+decides between degrading and a human, so the ticket still reaches exactly one terminal record.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from processors import prompts
+from streams.errors import InvalidModelOutput, ModelError
+from streams.records import Emit, Record
+from streams.step import StepContext
+from streams.topology import CLASSIFIED, VALID
+
+
+def label_validator(classifier: str) -> Callable[[dict[str, Any]], tuple[str, float]]:
+    allowed = prompts.LABELS[classifier]
+
+    def check(doc: dict[str, Any]) -> tuple[str, float]:
+        label = doc.get("label")
+        if not isinstance(label, str) or label.strip().lower() not in allowed:
+            raise InvalidModelOutput(f"{classifier} label {label!r} is not one of {', '.join(allowed)}")
+        conf = doc.get("confidence")
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
+            raise InvalidModelOutput(f"{classifier} confidence {conf!r} is not a number in [0, 1]")
+        return label.strip().lower(), float(conf)
+
+    return check
+
+
+class Classify:
+    stateful = False
+    inputs = (VALID,)
+
+    def __init__(self, classifier: str) -> None:
+        self.classifier = classifier
+        self.name = f"classify-{classifier}"
+        self._validate = label_validator(classifier)
+
+    async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
+        case = record.value
+        out: dict[str, Any] = {"correlation_id": case["correlation_id"], "tenant_id": case["tenant_id"],
+                               "classifier": self.classifier, "ok": True, "label": None, "confidence": None,
+                               "model": None, "error_code": None, "error": None, "model_calls": 0, "tokens": 0}
+        messages = prompts.classify(self.classifier, case["ticket"]["subject"], case["ticket"]["body"])
+        try:
+            result = await ctx.models.complete_json(ctx.settings.policy(self.name), messages, self._validate,
+                                                    memo=ctx.memo(record, case["tenant_id"]))
+        except ModelError as exc:
+            out.update(ok=False, error_code=exc.code, error=str(exc)[:500],
+                       model_calls=getattr(exc, "calls", 0), tokens=getattr(exc, "tokens", 0))
+        else:
+            label, conf = result.value
+            out.update(label=label, confidence=conf, model=result.model, model_calls=result.calls,
+                       tokens=result.tokens)
+        return [Emit(CLASSIFIED, out, key=case["correlation_id"])]

@@ -1,0 +1,100 @@
+"""ingest: validate what users put on tickets.in, give it an identity, and pass it on as a Case.
+
+Accepts Avro (Confluent-framed Ticket) or JSON (header ``content-type: application/json``; sniffed when the
+header is absent). Anything it cannot accept raises an InputError, which the runtime dead-letters to
+``tickets.dlq.ingest`` with the original bytes and the error's code as ``dlq.reason``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+from processors.case import new_case
+from streams import avro
+from streams.dead_letter import source_id
+from streams.errors import EncodingError, MalformedInput, Oversized, SchemaInvalid, UnknownTenant
+from streams.records import Emit, Record
+from streams.step import StepContext
+from streams.topology import IN, VALID
+
+_OPTIONAL = ("ticket_id", "customer_id", "channel")
+MAX_KEY_CHARS = 200
+
+
+def parse_json_ticket(raw: bytes) -> dict[str, Any]:
+    """A ticket from JSON bytes. Raises EncodingError, MalformedInput or SchemaInvalid."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"value is not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedInput(f"value is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SchemaInvalid("a ticket must be a JSON object")
+    return doc
+
+
+def validate(doc: dict[str, Any], *, tenants: tuple[str, ...], max_body_chars: int) -> dict[str, Any]:
+    """The ticket fields we keep, checked. Unknown fields (e.g. ``expected``) are ignored."""
+    problems: list[str] = []
+    for name in ("tenant_id", "body"):
+        if name not in doc:
+            problems.append(f"{name} is missing")
+        elif not isinstance(doc[name], str):
+            problems.append(f"{name} must be a string, not {type(doc[name]).__name__}")
+    if "subject" in doc and doc["subject"] is not None and not isinstance(doc["subject"], str):
+        problems.append(f"subject must be a string, not {type(doc['subject']).__name__}")
+    for name in _OPTIONAL:
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            problems.append(f"{name} must be a string")
+    if problems:
+        raise SchemaInvalid("; ".join(problems))
+    body = doc["body"]
+    if len(body) > max_body_chars:
+        raise Oversized(f"body has {len(body)} characters; the limit is {max_body_chars}")
+    if not body.strip():
+        raise SchemaInvalid("body is blank")
+    if doc["tenant_id"] not in tenants:
+        raise UnknownTenant(f"tenant {doc['tenant_id']!r} is not configured (known: {', '.join(tenants)})")
+    return {"tenant_id": doc["tenant_id"], "subject": doc.get("subject") or "", "body": body,
+            **{k: doc.get(k) for k in _OPTIONAL}}
+
+
+def new_traceparent() -> str:
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+class Ingest:
+    name = "ingest"
+    inputs = (IN,)
+    stateful = False
+
+    async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
+        raw = record.raw or b""
+        settings = ctx.settings
+        if len(raw) > settings.max_body_chars * 4 + 4096:
+            raise Oversized(f"value of {len(raw)} bytes is over the ticket size limit")
+        ctype = (record.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype == "application/json" or (not ctype and raw[:1] in (b"{", b"[", b" ")):
+            doc, fmt = parse_json_ticket(raw), "json"
+        else:
+            doc, fmt = avro.decode(raw, avro.TICKET), "avro"
+        ticket = validate(doc, tenants=settings.tenants, max_body_chars=settings.max_body_chars)
+        cid = record.key if record.key and len(record.key) <= MAX_KEY_CHARS else None
+        # Keyless tickets get an ID that is stable if this record is delivered again after a crash.
+        cid = cid or source_id(record.topic, record.partition, record.offset)
+        now = int(time.time() * 1000)
+        case = new_case(cid, ticket["tenant_id"], ticket, now)
+        case["trail"] = [f"ingest: accepted ({fmt})"]
+        headers = {"correlation_id": cid, "tenant_id": ticket["tenant_id"], "attempt": str(record.attempt),
+                   "traceparent": record.headers.get("traceparent") or new_traceparent(), "hops": "0"}
+        return [Emit(VALID, case, key=cid, headers=headers)]
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())

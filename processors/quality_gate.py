@@ -1,0 +1,72 @@
+"""gate: check a draft before a customer sees it.
+
+A judge model scores it, and checks in code that never trust the judge (non-empty, cites only the tenant's
+own documents given to the writer) must pass as well. A failing draft goes back to the stronger writer
+(bounded by ``max_regenerations``, counted in the ``hops`` header), then to a human with the scores.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from processors import prompts
+from processors.case import evolve
+from processors.generate import hops
+from streams.errors import InvalidModelOutput
+from streams.records import Emit, Record
+from streams.step import StepContext
+from streams.topology import DRAFTS, ENRICHED, ESCALATIONS, RESPONSES
+
+_CITE = re.compile(r"\[([A-Za-z0-9][\w.-]*)\]")
+
+
+def judge_validator(doc: dict[str, Any]) -> tuple[float, bool, dict[str, bool]]:
+    score, passed, checks = doc.get("score"), doc.get("passed"), doc.get("checks", {})
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
+        raise InvalidModelOutput(f"judge score {score!r} is not a number in [0, 1]")
+    if not isinstance(passed, bool):
+        raise InvalidModelOutput(f"judge verdict {passed!r} is not a boolean")
+    if not isinstance(checks, dict) or not all(isinstance(v, bool) for v in checks.values()):
+        raise InvalidModelOutput("judge checks must map names to booleans")
+    return float(score), passed, {str(k): v for k, v in checks.items()}
+
+
+def guard_checks(case: dict[str, Any]) -> dict[str, bool]:
+    """Checks the judge cannot overrule."""
+    reply = case.get("reply") or ""
+    given = {d["doc_id"] for d in case.get("documents") or []}
+    cited_in_text = set(_CITE.findall(reply))
+    return {
+        "guard_non_empty": bool(reply.strip()),
+        "guard_citations_given": set(case.get("citations") or []) <= given and cited_in_text <= given,
+    }
+
+
+class QualityGate:
+    name = "gate"
+    inputs = (DRAFTS,)
+    stateful = False
+
+    async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
+        case = record.value
+        result = await ctx.models.complete_json(ctx.settings.policy("gate"), prompts.judge(case), judge_validator,
+                                                memo=ctx.memo(record, case["tenant_id"]))
+        score, passed, checks = result.value
+        checks = {**checks, **guard_checks(case)}
+        passed = passed and all(checks.values())
+        gate = {"score": score, "passed": passed, "checks": checks, "model": result.model}
+        history = [*case.get("gate_history", []), gate]
+        failed = ", ".join(k for k, v in checks.items() if not v)
+        n = hops(record)
+        if passed:
+            out = evolve(case, f"gate: passed ({score:.2f})", calls=result.calls, tokens=result.tokens, gate=gate,
+                         gate_history=history)
+            return [Emit(RESPONSES, out)]
+        if n < ctx.settings.max_regenerations:
+            out = evolve(case, f"gate: failed ({score:.2f}: {failed}); to the stronger writer", calls=result.calls,
+                         tokens=result.tokens, gate=gate, gate_history=history, reply=None, citations=[])
+            return [Emit(ENRICHED, out, headers={"hops": str(n + 1)})]
+        out = evolve(case, f"gate: failed ({score:.2f}: {failed}) after {n} rewrites; to a human", calls=result.calls,
+                     tokens=result.tokens, gate=gate, gate_history=history, route="human",
+                     escalation_reason="QUALITY_GATE")
+        return [Emit(ESCALATIONS, out, headers={"escalation.reason": "QUALITY_GATE"})]

@@ -1,0 +1,113 @@
+"""Avro values in Confluent wire framing (magic byte 0, 4-byte big-endian schema id, schemaless body).
+
+The local registry resolves ids from ``schemas/registry.json``; a record is always read with the newest
+schema of its name, so a new reader reads old records (schema evolution). fastavro's own exceptions are
+translated here, once, into :mod:`streams.errors`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import fastavro
+from fastavro.types import Schema
+
+from schemas import SCHEMA_DIR
+from streams.errors import MalformedInput, SchemaInvalid, UnknownSchema
+
+_MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Schema ids to parsed schemas, and the newest id per record name."""
+
+    by_id: dict[int, Schema]
+    latest: dict[str, int] = field(default_factory=dict)
+
+    def writer_id(self, name: str) -> int:
+        try:
+            return self.latest[name]
+        except KeyError:
+            raise UnknownSchema(f"no schema named {name!r} in the registry") from None
+
+    def schema(self, schema_id: int) -> Schema:
+        try:
+            return self.by_id[schema_id]
+        except KeyError:
+            raise UnknownSchema(f"schema id {schema_id} is not known") from None
+
+
+@lru_cache(maxsize=1)
+def local_registry() -> Registry:
+    """The project's own schemas. Cached: the files do not change while a process runs."""
+    table = json.loads((SCHEMA_DIR / "registry.json").read_text())["schemas"]
+    by_id: dict[int, Schema] = {}
+    latest: dict[str, int] = {}
+    named: dict[str, Any] = {}
+    for sid in sorted(table, key=int):
+        raw = json.loads((SCHEMA_DIR / table[sid]).read_text())
+        # Each file is parsed on its own: versions of one name must not see each other.
+        parsed = fastavro.parse_schema(raw, named_schemas={})
+        by_id[int(sid)] = parsed
+        name = parsed["name"]
+        latest[name] = int(sid)
+        named[name] = parsed
+    return Registry(by_id=by_id, latest=latest)
+
+
+def short_name(full: str) -> str:
+    return full.rsplit(".", 1)[-1]
+
+
+def encode(name: str, record: dict[str, Any], registry: Registry | None = None) -> bytes:
+    """Encode ``record`` with the newest schema called ``name`` (e.g. ``"dev.triage.Case"``).
+
+    Raises SchemaInvalid when the record does not fit the schema: a step's output is validated here too.
+    """
+    reg = registry or local_registry()
+    sid = reg.writer_id(name)
+    buf = io.BytesIO()
+    buf.write(_HEADER.pack(_MAGIC, sid))
+    try:
+        fastavro.schemaless_writer(buf, reg.schema(sid), record)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SchemaInvalid(f"record does not fit {short_name(name)}: {exc}") from exc
+    return buf.getvalue()
+
+
+def decode(data: bytes | None, expect: str, registry: Registry | None = None) -> dict[str, Any]:
+    """Decode a framed value written with any known version of ``expect``, read as its newest version.
+
+    Raises MalformedInput (empty, unframed, truncated or garbage body), UnknownSchema (id not known),
+    SchemaInvalid (a known schema of another record type).
+    """
+    reg = registry or local_registry()
+    if not data:
+        raise MalformedInput("empty value")
+    if len(data) < _HEADER.size or data[0] != _MAGIC:
+        raise MalformedInput("value is not Confluent-framed Avro (magic byte 0 + schema id)")
+    _, sid = _HEADER.unpack_from(data)
+    writer = reg.schema(sid)
+    if writer["name"] != expect:
+        raise SchemaInvalid(f"schema id {sid} is {short_name(writer['name'])}, expected {short_name(expect)}")
+    reader = reg.schema(reg.writer_id(expect))
+    body = io.BytesIO(data[_HEADER.size:])
+    try:
+        record = fastavro.schemaless_reader(body, writer, reader)
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError, OverflowError,
+            MemoryError, struct.error) as exc:
+        raise MalformedInput(f"body is not a valid {short_name(expect)}: {type(exc).__name__}: {exc}") from exc
+    if body.tell() != len(data) - _HEADER.size:
+        raise MalformedInput(f"{len(data) - _HEADER.size - body.tell()} trailing bytes after the {short_name(expect)}")
+    return record  # type: ignore[return-value]
+
+
+TICKET = "dev.triage.Ticket"
+CLASSIFICATION = "dev.triage.Classification"
+CASE = "dev.triage.Case"

@@ -1,0 +1,191 @@
+"""The `triage` command line. Every command has --help; exit code 0 means it did what it said."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from streams import config
+from streams.services import ServiceError
+from streams.topology import STEPS, all_topics
+
+app = typer.Typer(help="triage: an event-driven AI orchestrator for support tickets over Apache Kafka.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+kb_app = typer.Typer(help="Tenants' knowledge bases in Redis.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> config.Settings:
+    return config.load()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(services_only: bool = typer.Option(False, "--services-only", help="Start Kafka and Redis and create topics; no workers."),
+       load_kb: bool = typer.Option(True, "--load-kb/--no-load-kb", help="Load the sample knowledge bases into Redis.")) -> None:
+    """Start Kafka (KRaft), Redis, the offline model server, the topics and every step's worker, in the background."""
+    from streams import stack
+    s = _settings()
+    try:
+        stack.start_services(s, say=out.print)
+        if load_kb:
+            loaded = stack.load_knowledge_bases(s)
+            out.print("kb         " + ", ".join(f"{t}: {n} docs" for t, n in loaded.items()))
+        if not services_only:
+            stack.start_workers(s, say=out.print)
+    except ServiceError as exc:
+        _fail(str(exc))
+    out.print(f"state in {s.home}; stop everything with `triage down`")
+
+
+@app.command()
+def down() -> None:
+    """Stop every worker, the model server, Redis and Kafka that `triage up` started. Leaves no process behind."""
+    from streams import stack
+    stopped = stack.down(_settings(), say=out.print)
+    if not stopped:
+        out.print("nothing was running")
+
+
+@app.command()
+def steps() -> None:
+    """List the step names (for `triage worker`)."""
+    for s in STEPS:
+        out.print(s)
+
+
+@app.command()
+def worker(names: list[str] = typer.Argument(..., help="Step names (see `triage steps`), or 'all'."),
+           instance: Optional[str] = typer.Option(None, help="Stable name of this replica (default: TRIAGE_INSTANCE or host-pid)."),
+           log_level: str = typer.Option("INFO", help="Log level.")) -> None:
+    """Run steps in the foreground until SIGTERM/SIGINT; then drain in-flight records and exit."""
+    from streams.context import configure_logging
+    from streams.worker import run_steps
+    chosen = list(STEPS) if names == ["all"] else names
+    unknown = [n for n in chosen if n not in STEPS]
+    if unknown:
+        _fail(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}", 2)
+    configure_logging(log_level)
+    asyncio.run(run_steps(_settings(), chosen, instance=instance))
+
+
+def _read_lines(source: str) -> list[tuple[int, str]]:
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            _fail(f"{source}: no such file")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    return [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+
+
+@app.command()
+def produce(source: str = typer.Argument(..., help="A JSON-lines file of tickets, or - for standard input."),
+            as_json: bool = typer.Option(False, "--json", help="Send JSON (content-type: application/json) instead of Avro."),
+            limit: Optional[int] = typer.Option(None, "--max", help="Send at most this many tickets.")) -> None:
+    """Send tickets to tickets.in; prints one line per ticket ending with its correlation ID."""
+    from streams.client import TicketProducer
+    s = _settings()
+    p = TicketProducer(s.bootstrap, as_json=as_json)
+    bad = 0
+    sent = 0
+    for lineno, line in _read_lines(source):
+        if limit is not None and sent >= limit:
+            break
+        try:
+            doc = json.loads(line)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            err.print(f"line {lineno}: skipped, not a JSON object: {exc}")
+            bad += 1
+            continue
+        try:
+            r = p.send(doc)
+        except Exception as exc:  # noqa: BLE001 - Avro refuses wrong types: say which line and go on
+            err.print(f"line {lineno}: skipped: {exc} (send it with --json to have ingest dead-letter it)")
+            bad += 1
+            continue
+        sent += 1
+        print(f"sent\t{r.tenant_id}\t{r.ticket_id or '-'}\t{r.correlation_id}", flush=True)
+    p.flush()
+    err.print(f"{sent} tickets sent to tickets.in" + (f", {bad} lines skipped" if bad else ""))
+    if bad and not sent:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tail(topic: str = typer.Argument(..., help="Topic to read, e.g. tickets.responses."),
+         max_records: Optional[int] = typer.Option(None, "--max", help="Stop after this many records."),
+         timeout: float = typer.Option(10.0, "--timeout", help="Stop after this many seconds."),
+         as_json: bool = typer.Option(False, "--json", help="One JSON object per line (key, headers, value)."),
+         latest: bool = typer.Option(False, "--latest", help="Only records that arrive from now on.")) -> None:
+    """Print committed records of a topic (read_committed), from the beginning by default."""
+    from streams.client import read
+    s = _settings()
+    if topic not in all_topics():
+        err.print(f"[yellow]note:[/yellow] {topic} is not one of triage's topics")
+    n = 0
+    for o in read(s.bootstrap, [topic], from_beginning=not latest, timeout=timeout, max_records=max_records):
+        n += 1
+        doc = o.as_json()
+        if as_json:
+            print(json.dumps(doc, ensure_ascii=False, default=str), flush=True)
+        else:
+            v = doc["value"]
+            summary = v.get("reply") or v.get("escalation_reason") if isinstance(v, dict) else v
+            print(f"{o.partition}/{o.offset}\t{o.key}\t{o.headers.get('dlq.reason') or ''}\t{str(summary)[:160]}")
+    err.print(f"{n} records")
+
+
+@kb_app.command("load")
+def kb_load(directory: Optional[Path] = typer.Argument(None, help="Folder of <tenant>.jsonl files (default: the sample KBs).")) -> None:
+    """Load knowledge bases into Redis, one tenant per file, each under its tenant's namespace."""
+    from streams import stack
+    try:
+        loaded = stack.load_knowledge_bases(_settings(), directory)
+    except ServiceError as exc:
+        _fail(str(exc))
+    for tenant, n in loaded.items():
+        out.print(f"{tenant}: {n} documents")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Processes, consumer lag per step and depth of every terminal topic."""
+    from streams.status import collect, render
+    doc = collect(_settings())
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        render(doc, out)
+
+
+@app.command()
+def demo(count: Optional[int] = typer.Option(None, "--count", help="Send only the first N sample tickets."),
+         timeout: float = typer.Option(600.0, help="Give up waiting after this many seconds."),
+         keep: bool = typer.Option(False, "--keep", help="Leave everything running afterwards.")) -> None:
+    """Start everything, send the sample tickets, wait until each reached a terminal topic, summarise, stop."""
+    from streams.demo import run_demo
+    code = run_demo(_settings(), count=count, timeout=timeout, keep=keep, console=out)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""What users do with the pipeline: put tickets in, read records out. Used by the CLI, the demo and tests."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streams import avro
+from streams.kafka_io import producer_config
+from streams.records import decode_headers
+from streams.topology import IN, TOPIC_SCHEMA, terminal_topics
+
+TICKET_FIELDS = ("tenant_id", "subject", "body", "ticket_id", "customer_id", "channel")
+
+
+@dataclass(frozen=True)
+class Sent:
+    correlation_id: str
+    tenant_id: str
+    ticket_id: str | None
+
+
+def ticket_record(doc: dict[str, Any]) -> dict[str, Any]:
+    """The Avro Ticket for a JSON ticket; ``expected`` and other unknown fields are dropped."""
+    rec = {k: doc.get(k) for k in TICKET_FIELDS}
+    rec["subject"] = rec["subject"] or ""
+    rec["submitted_at_ms"] = int(time.time() * 1000)
+    rec["labels"] = {}
+    return rec
+
+
+class TicketProducer:
+    """Sends tickets to tickets.in, Avro by default or JSON (``content-type: application/json``)."""
+
+    def __init__(self, bootstrap: str, *, as_json: bool = False, topic: str = IN) -> None:
+        self._p = Producer(producer_config(bootstrap, None))
+        self._as_json, self._topic = as_json, topic
+        self._errors: list[str] = []
+
+    def _report(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.key()!r}: {err}")
+
+    def send(self, doc: dict[str, Any], correlation_id: str | None = None,
+             headers: dict[str, str] | None = None) -> Sent:
+        cid = correlation_id or str(uuid.uuid4())
+        if self._as_json:
+            value = json.dumps({k: doc.get(k) for k in TICKET_FIELDS if k in doc}).encode()
+            hdrs = {"content-type": "application/json"}
+        else:
+            value = avro.encode(avro.TICKET, ticket_record(doc))
+            hdrs = {"content-type": "avro/binary"}
+        hdrs.update(headers or {})
+        self.send_raw(value, cid, hdrs)
+        return Sent(cid, str(doc.get("tenant_id")), doc.get("ticket_id"))
+
+    def send_raw(self, value: bytes | None, key: str | None, headers: dict[str, str]) -> None:
+        while True:
+            try:
+                self._p.produce(self._topic, value=value, key=key.encode() if key is not None else None,
+                                headers=[(k, v.encode()) for k, v in headers.items()], on_delivery=self._report)
+                break
+            except BufferError:
+                self._p.poll(0.1)
+        self._p.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        left = self._p.flush(timeout)
+        if left or self._errors:
+            raise RuntimeError(f"{left} tickets not delivered; errors: {self._errors[:5]}")
+
+
+def decode_value(topic: str, raw: bytes | None) -> Any:
+    """A record's value for humans: Avro decoded by the topic's schema, else JSON, else text or base64."""
+    if raw is None:
+        return None
+    schema = TOPIC_SCHEMA.get(topic)
+    if schema is not None:
+        try:
+            return avro.decode(raw, schema)
+        except Exception:  # noqa: BLE001 - display only: fall through to a raw view
+            pass
+    if raw[:1] == b"\x00":
+        try:
+            return {"avro": avro.decode(raw, avro.TICKET)}
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text if len(text) <= 10_000 else text[:10_000] + f"... ({len(text)} chars)"
+
+
+@dataclass(frozen=True)
+class Out:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    headers: dict[str, str]
+    raw: bytes | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset, "key": self.key,
+                "headers": self.headers, "value": decode_value(self.topic, self.raw)}
+
+
+def read(bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True, timeout: float = 5.0,
+         idle: float | None = None, stop: Callable[[Out], bool] | None = None,
+         max_records: int | None = None) -> Iterator[Out]:
+    """Committed records of ``topics`` (no consumer group, nothing committed).
+
+    Ends after ``timeout`` seconds in all, or ``idle`` seconds without a record, or at ``max_records``, or
+    when ``stop(record)`` says so.
+    """
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"triage.reader.{uuid.uuid4()}",
+                  "enable.auto.commit": False, "isolation.level": "read_committed",
+                  "auto.offset.reset": "earliest" if from_beginning else "latest", "fetch.wait.max.ms": 50})
+    try:
+        md = c.list_topics(timeout=10)
+        parts = []
+        for t in topics:
+            if t not in md.topics:
+                continue
+            for p in md.topics[t].partitions:
+                parts.append(TopicPartition(t, p, -2 if from_beginning else -1))
+        c.assign(parts)
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        n = 0
+        while time.monotonic() < deadline:
+            if idle is not None and time.monotonic() - last > idle:
+                return
+            msgs = c.consume(500, 0.2)
+            for m in msgs:
+                if m.error():
+                    continue
+                last = time.monotonic()
+                key = m.key()
+                out = Out(m.topic(), m.partition(), m.offset(), key.decode("utf-8", "replace") if key else None,
+                          decode_headers(m.headers()), m.value())
+                yield out
+                n += 1
+                if (max_records is not None and n >= max_records) or (stop is not None and stop(out)):
+                    return
+    finally:
+        c.close()
+
+
+def wait_for_outcomes(bootstrap: str, correlation_ids: set[str], timeout: float,
+                      progress: Callable[[int], None] | None = None) -> dict[str, list[Out]]:
+    """Every terminal record of the given tickets, read until each has one (or ``timeout``)."""
+    seen: dict[str, list[Out]] = {}
+    pending = set(correlation_ids)
+
+    def done(o: Out) -> bool:
+        cid = o.headers.get("correlation_id") or o.key or ""
+        if cid in correlation_ids:
+            seen.setdefault(cid, []).append(o)
+            if cid in pending:
+                pending.discard(cid)
+                if progress:
+                    progress(len(correlation_ids) - len(pending))
+        return not pending
+
+    for _ in read(bootstrap, terminal_topics(), timeout=timeout, stop=done):
+        pass
+    return seen

@@ -1,0 +1,156 @@
+"""Settings: one frozen object, read from the environment in one place (:func:`load`) and passed down.
+
+Every setting has a default that works on a fresh machine with nothing configured: the broker and Redis
+the project starts itself, and the offline model server when no ``OPENAI_BASE_URL`` is set.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from streams.policy import RetryPolicy, StepPolicy
+
+REPO_ROOT: Path = Path(__file__).resolve().parents[1]
+
+OFFLINE_MODELS: Mapping[str, tuple[str, ...]] = {
+    "classify-intent": ("offline-intent",),
+    "classify-language": ("offline-language",),
+    "classify-priority": ("offline-priority",),
+    "classify-sentiment": ("offline-sentiment",),
+    "generate": ("offline-writer",),
+    "generate-strong": ("offline-writer-strong",),
+    "gate": ("offline-judge",),
+}
+# With a real endpoint: a small model serves, the stronger one is only a fallback (cost guard).
+REMOTE_MODELS: Mapping[str, tuple[str, ...]] = {
+    "classify-intent": ("gpt-4o-mini",),
+    "classify-language": ("gpt-4o-mini",),
+    "classify-priority": ("gpt-4o-mini",),
+    "classify-sentiment": ("gpt-4o-mini",),
+    "generate": ("gpt-4o-mini",),
+    "generate-strong": ("gpt-4o",),
+    "gate": ("gpt-4o-mini",),
+}
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a triage process needs to know. Build with :func:`load`."""
+
+    home: Path
+    """Folder of all local state: Kafka logs, Redis data, pid files, worker logs."""
+    bootstrap: str
+    """Kafka bootstrap servers (TRIAGE_BOOTSTRAP)."""
+    redis_url: str
+    """Redis URL (TRIAGE_REDIS_URL); by default the redis-server the project starts."""
+    redis_port: int
+    """Port of the project's own redis-server when TRIAGE_REDIS_URL is not set."""
+    manage_redis: bool
+    """True when the project starts Redis itself."""
+    model_base_url: str
+    """OpenAI-compatible endpoint; the offline server's when OPENAI_BASE_URL is not set."""
+    api_key: Secret
+    offline: bool
+    """True when the shipped offline provider serves every step."""
+    offline_port: int
+    models: Mapping[str, tuple[str, ...]]
+    """Fallback chain per step (TRIAGE_MODEL_<STEP>=a,b,c)."""
+    partitions: int = 6
+    tenants: tuple[str, ...] = ("acme", "globex")
+    """Tenants that may submit tickets (TRIAGE_TENANTS); others are dead-lettered UNKNOWN_TENANT."""
+    max_body_chars: int = 20_000
+    max_value_bytes: int = 256 * 1024
+    max_in_flight: int = 256
+    """Records one worker handles at once; past it the worker pauses its partitions."""
+    commit_interval_s: float = 0.05
+    max_batch: int = 500
+    join_timeout_s: float = 20.0
+    """A join that has not seen four classifications by then carries on with what it has."""
+    missing_priority_policy: str = "human"
+    """When the priority classifier's result is missing: 'human' escalates, 'degrade' assumes medium."""
+    retrieval_min_chars: int = 60
+    """Tickets shorter than this are answered without retrieval."""
+    retrieval_skip_intents: tuple[str, ...] = ("general",)
+    retrieval_top_k: int = 3
+    max_regenerations: int = 1
+    """Times the gate may send a draft back to the stronger writer before a human takes it."""
+    data_dir: Path = field(default_factory=lambda: REPO_ROOT / "deploy" / "sample")
+    step_timeout_s: float = 10.0
+    step_deadline_s: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def policy(self, step: str) -> StepPolicy:
+        return StepPolicy(models=self.models[step], timeout_s=self.step_timeout_s, retry=self.retry,
+                          deadline_s=self.step_deadline_s)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: the process environment). Exits with a clear message on bad values."""
+    env = os.environ if env is None else env
+    home = Path(env.get("TRIAGE_HOME") or (REPO_ROOT / ".triage")).resolve()
+    redis_port = _int(env, "TRIAGE_REDIS_PORT", 6390)
+    redis_url = env.get("TRIAGE_REDIS_URL") or ""
+    offline_port = _int(env, "TRIAGE_OFFLINE_PORT", 8700)
+    base_url = env.get("OPENAI_BASE_URL") or ""
+    offline = not base_url
+    defaults = OFFLINE_MODELS if offline else REMOTE_MODELS
+    models = {
+        step: tuple(m.strip() for m in env[f"TRIAGE_MODEL_{step.upper().replace('-', '_')}"].split(",") if m.strip())
+        if env.get(f"TRIAGE_MODEL_{step.upper().replace('-', '_')}") else chain
+        for step, chain in defaults.items()
+    }
+    tenants = tuple(t.strip() for t in (env.get("TRIAGE_TENANTS") or "acme,globex").split(",") if t.strip())
+    retry = RetryPolicy(attempts=_int(env, "TRIAGE_RETRIES", 3), initial_s=_float(env, "TRIAGE_BACKOFF_S", 0.2))
+    return Settings(
+        home=home,
+        bootstrap=env.get("TRIAGE_BOOTSTRAP") or "127.0.0.1:9092",
+        redis_url=redis_url or f"redis://127.0.0.1:{redis_port}/0",
+        redis_port=redis_port,
+        manage_redis=not redis_url,
+        model_base_url=base_url or f"http://127.0.0.1:{offline_port}/v1",
+        api_key=Secret(env.get("OPENAI_API_KEY") or "offline"),
+        offline=offline,
+        offline_port=offline_port,
+        models=models,
+        partitions=_int(env, "TRIAGE_PARTITIONS", 6),
+        tenants=tenants,
+        max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256),
+        join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 20.0),
+        missing_priority_policy=env.get("TRIAGE_MISSING_PRIORITY") or "human",
+        data_dir=Path(env.get("TRIAGE_DATA") or (REPO_ROOT / "deploy" / "sample")),
+        step_timeout_s=_float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0),
+        step_deadline_s=_float(env, "TRIAGE_STEP_DEADLINE_S", 60.0),
+        retry=retry,
+    )

@@ -1,0 +1,93 @@
+"""confluent-kafka configuration and the small synchronous helpers the runtime calls from its Kafka thread.
+
+librdkafka's client errors are translated here into :class:`KafkaFailure` with the flags the runtime reads.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+
+class KafkaFailure(Exception):
+    """A Kafka client error, with what the runtime must do about it."""
+
+    def __init__(self, message: str, *, abortable: bool, fatal: bool, retriable: bool) -> None:
+        super().__init__(message)
+        self.abortable, self.fatal, self.retriable = abortable, fatal, retriable
+
+    @classmethod
+    def of(cls, exc: KafkaException) -> "KafkaFailure":
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None:
+            return cls(str(exc), abortable=True, fatal=False, retriable=False)
+        return cls(f"{err.name()}: {err.str()}", abortable=err.txn_requires_abort(), fatal=err.fatal(),
+                   retriable=err.retriable())
+
+
+def producer_config(bootstrap: str, transactional_id: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        # Java's partitioner, so a Java or kcat producer and ours put one key on the same partition.
+        "partitioner": "murmur2_random",
+        "compression.type": "lz4",
+        "message.max.bytes": 8 * 1024 * 1024,
+    }
+    if transactional_id:
+        # Short, so a killed worker's open transaction is aborted quickly and read_committed readers move on.
+        conf.update({"transactional.id": transactional_id, "transaction.timeout.ms": 20000})
+    conf.update(extra or {})
+    return conf
+
+
+def consumer_config(bootstrap: str, group: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        # Range assignment keeps partition p of co-partitioned inputs (the join's) on one member.
+        "partition.assignment.strategy": "range",
+        # A kill -9'd member is noticed in seconds, not the 45 s default.
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1500,
+        "fetch.wait.max.ms": 100,
+    }
+    conf.update(extra or {})
+    return conf
+
+
+def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 30.0) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """Every committed (key, value) of one partition, from the beginning to the current end."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "triage.restore", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        if high <= low:
+            return
+        c.assign([TopicPartition(topic, partition, low)])
+        while True:
+            msg = c.poll(timeout)
+            if msg is None:
+                raise KafkaFailure(f"restore of {topic}[{partition}] stalled", abortable=False, fatal=False,
+                                   retriable=True)
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    return
+                raise KafkaFailure(f"restore of {topic}[{partition}]: {msg.error()}", abortable=False, fatal=False,
+                                   retriable=True)
+            yield msg.key(), msg.value()
+            # read_committed may end below `high` (aborted tail / markers); EOF above ends the loop then.
+            if msg.offset() >= high - 1:
+                return
+    finally:
+        c.close()
+
+
+def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(k, v.encode("utf-8")) for k, v in headers.items()]

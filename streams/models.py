@@ -1,0 +1,193 @@
+"""The model adapter: every model call goes through :class:`ModelGateway`.
+
+It owns the timeout, retries with backoff and jitter (a 429's retry-after honoured), the fallback chain,
+output validation and the memo in Redis. ``openai`` exceptions are translated here, once, into
+:mod:`streams.errors`; nothing above this module sees an ``openai`` exception.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+import openai
+from openai import AsyncOpenAI
+
+from streams.errors import (InvalidModelOutput, ModelError, ModelRateLimited, ModelRejected, ModelTimeout,
+                            ModelUnavailable, StateError)
+from streams.policy import StepPolicy
+from streams.tenant_state import TenantStore
+
+log = logging.getLogger("triage.models")
+T = TypeVar("T")
+Validator = Callable[[dict[str, Any]], T]
+
+
+@dataclass(frozen=True)
+class ModelResult(Generic[T]):
+    value: T
+    """The validated output."""
+    model: str
+    """The model of the chain that produced it."""
+    calls: int
+    """Network calls made (0 on a memo hit), retries and fallbacks included."""
+    tokens: int
+    memo_hit: bool = False
+
+
+def _translate(exc: Exception) -> ModelError:
+    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+        return ModelTimeout(f"model call timed out: {exc}")
+    if isinstance(exc, openai.RateLimitError):
+        retry_after: float | None = None
+        try:
+            raw = exc.response.headers.get("retry-after")
+            retry_after = float(raw) if raw is not None else None
+        except (TypeError, ValueError):
+            retry_after = None
+        return ModelRateLimited(f"rate limited: {exc.message}", retry_after=retry_after)
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelUnavailable(f"model endpoint unreachable: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return ModelUnavailable(f"model endpoint error {exc.status_code}: {exc.message}")
+        return ModelRejected(f"model rejected the request ({exc.status_code}): {exc.message}")
+    if isinstance(exc, openai.OpenAIError):
+        return ModelUnavailable(f"model client error: {exc}")
+    raise exc
+
+
+def digest(messages: Sequence[dict[str, Any]], extra: Any = None) -> str:
+    blob = json.dumps([messages, extra], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class ModelGateway:
+    """Calls OpenAI-compatible models with a step's policy. One per worker; safe for concurrent records."""
+
+    def __init__(self, base_url: str, api_key: str, *, client: AsyncOpenAI | None = None,
+                 rng: random.Random | None = None) -> None:
+        # The runtime retries (with the fallback chain), so the client's own retries are off.
+        self._client = client or AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+        self._rng = rng or random.Random()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _once(self, model: str, messages: Sequence[dict[str, Any]], timeout: float,
+                    tools: list[dict[str, Any]] | None) -> tuple[Any, int]:
+        kwargs: dict[str, Any] = {"model": model, "messages": list(messages), "timeout": timeout}
+        if tools:
+            kwargs["tools"] = tools
+        try:
+            resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), timeout + 1.0)
+        except (asyncio.TimeoutError, openai.OpenAIError) as exc:
+            raise _translate(exc) from exc
+        if not resp.choices:
+            raise InvalidModelOutput(f"{model} returned no choices")
+        tokens = resp.usage.total_tokens if resp.usage else 0
+        return resp.choices[0].message, tokens
+
+    async def call(self, model: str, messages: Sequence[dict[str, Any]], *, timeout: float,
+                   tools: list[dict[str, Any]] | None = None) -> tuple[Any, int]:
+        """One raw call, no retries: the assistant message and the tokens it cost. For tool loops."""
+        return await self._once(model, messages, timeout, tools)
+
+    async def complete_json(self, policy: StepPolicy, messages: Sequence[dict[str, Any]], validate: Validator[T], *,
+                            memo: "Memo | None" = None, chain: tuple[str, ...] | None = None) -> ModelResult[T]:
+        """The validated JSON answer of the first model of the chain that gives one.
+
+        Raises the last ModelError when every model of the chain failed all its retries; InvalidModelOutput
+        when the answers were never valid. A memo hit returns the earlier answer without a call.
+        """
+        models = chain or policy.models
+        key = digest(messages, models)
+        if memo is not None:
+            hit = await memo.get(key)
+            if hit is not None:
+                try:
+                    return ModelResult(validate(hit["content"]), hit["model"], 0, 0, memo_hit=True)
+                except InvalidModelOutput:
+                    pass  # a memo written by an older validator; ask again
+        calls = tokens = 0
+        last: ModelError | None = None
+        for model in models:
+            for attempt in range(1, policy.retry.attempts + 1):
+                if attempt > 1:
+                    wait = policy.retry.backoff(attempt - 1, self._rng)
+                    if isinstance(last, ModelRateLimited) and last.retry_after is not None:
+                        if last.retry_after > policy.retry.max_retry_after_s:
+                            break
+                        wait = max(wait, last.retry_after)
+                    await asyncio.sleep(wait)
+                calls += 1
+                try:
+                    message, used = await self._once(model, messages, policy.timeout_s, None)
+                    tokens += used
+                    content = _parse_json(model, message.content)
+                    value = validate(content)
+                except ModelError as exc:
+                    last = exc
+                    log.warning("model call failed", extra={"fields": {
+                        "model": model, "call_attempt": attempt, "reason": exc.code, "error": str(exc)}})
+                    if not exc.retryable:
+                        break
+                    continue
+                if memo is not None:
+                    await memo.put(key, {"content": content, "model": model})
+                return ModelResult(value, model, calls, tokens)
+        assert last is not None
+        last.calls = calls  # type: ignore[attr-defined]
+        last.tokens = tokens  # type: ignore[attr-defined]
+        raise last
+
+
+def _parse_json(model: str, content: str | None) -> dict[str, Any]:
+    if not content or not content.strip():
+        raise InvalidModelOutput(f"{model} returned an empty answer")
+    text = content.strip()
+    if text.startswith("```"):
+        # Chat models often fence JSON despite being asked not to.
+        text = text.strip("`").removeprefix("json").strip()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidModelOutput(f"{model} returned malformed JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidModelOutput(f"{model} returned JSON that is not an object")
+    return doc
+
+
+class Memo:
+    """The memo of one record in one step: (tenant, correlation ID, step, attempt, input hash) -> answer.
+
+    A Redis outage makes it a miss, never a failure: memo misses only cost a repeated model call.
+    """
+
+    def __init__(self, store: TenantStore | None, step: str, correlation_id: str, attempt: int) -> None:
+        self._store, self._step, self._cid, self._attempt = store, step, correlation_id, attempt
+        self.errors = 0
+
+    async def get(self, key: str) -> Any:
+        if self._store is None:
+            return None
+        try:
+            return await self._store.memo_get(self._step, self._cid, self._attempt, key)
+        except StateError as exc:
+            self.errors += 1
+            log.warning("memo unavailable, calling the model", extra={"fields": {"error": str(exc)}})
+            return None
+
+    async def put(self, key: str, value: Any) -> None:
+        if self._store is None:
+            return
+        try:
+            await self._store.memo_set(self._step, self._cid, self._attempt, key, value)
+        except StateError as exc:
+            self.errors += 1
+            log.warning("memo write failed", extra={"fields": {"error": str(exc)}})
+

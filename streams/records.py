@@ -1,0 +1,62 @@
+"""What a step receives and returns. Steps see decoded values and headers, never a consumer or Avro."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Headers every record carries from the first step to its terminal topic.
+CARRIED_HEADERS = ("correlation_id", "tenant_id", "attempt", "traceparent", "hops")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed Kafka record. ``value`` is decoded from the topic's schema; ``raw`` keeps the bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    raw: bytes | None
+    headers: Mapping[str, str]
+    timestamp_ms: int
+    value: Any = None
+
+    @property
+    def attempt(self) -> int:
+        try:
+            return max(1, int(self.headers.get("attempt", "1")))
+        except ValueError:
+            return 1
+
+    @property
+    def correlation_id(self) -> str:
+        return self.headers.get("correlation_id") or self.key or ""
+
+    @property
+    def tenant_id(self) -> str:
+        return self.headers.get("tenant_id", "")
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One output. ``value`` is a record of the topic's schema (encoded by the runtime), or bytes as-is.
+
+    ``key`` defaults to the input's key; ``headers`` are added on top of the carried ones.
+    """
+
+    topic: str
+    value: Any
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    partition: int | None = None
+    """Only for changelogs, which must sit on the input's partition; otherwise the key decides."""
+
+
+def decode_headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in raw or ():
+        if v is None:
+            out[k] = ""
+            continue
+        out[k] = v.decode("utf-8", errors="replace")
+    return out

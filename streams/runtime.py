@@ -1,0 +1,418 @@
+"""The step runtime: runs one step as a Kafka consumer-transform-producer, exactly once.
+
+How it keeps the promise (every input reaches its outputs once, whatever dies):
+- records are consumed in batches and handled concurrently (up to ``max_in_flight``), because a model call
+  takes 100 ms to seconds and a partition-serial consumer would cap throughput at partitions / latency;
+- a record's outputs are *held* until every earlier record of its partition is done; then the outputs of
+  that contiguous prefix and the offset after it are committed in one Kafka transaction
+  (``send_offsets_to_transaction``), so a crash replays exactly the records whose outputs were not committed;
+- downstream consumers read ``read_committed``; an aborted transaction rewinds the consumer to the last
+  committed offsets and drops what was in flight, so nothing is emitted twice;
+- a record's handling is bounded by the step's deadline, which bounds how long it holds its partition back;
+- when a record still fails, its original bytes go to ``tickets.dlq.<step>`` with the reason: the DLQ record
+  is an output like any other, committed with the offset.
+
+All Kafka calls run on one dedicated thread (the client is synchronous); handlers run on the asyncio loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from streams import avro
+from streams.context import RecordContext, bind, reset
+from streams.dead_letter import dead_letter_headers, dead_letter_topic, source_id
+from streams.errors import ModelError, TriageError
+from streams.kafka_io import KafkaFailure, consumer_config, encode_headers, producer_config, read_partition
+from streams.records import CARRIED_HEADERS, Emit, Record, decode_headers
+from streams.step import Step, StepContext
+from streams.topology import JOIN_STATE, TOPIC_SCHEMA, group_id
+
+log = logging.getLogger("triage.runtime")
+
+Output = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+@dataclass(eq=False)
+class _Slot:
+    offset: int
+    record: Record | None = None
+    done: bool = False
+    dropped: bool = False
+    outputs: list[Output] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class _Partition:
+    committed: int
+    """Offset after the last committed record: where a rewind seeks to."""
+    queue: deque[_Slot] = field(default_factory=deque)
+
+
+@dataclass
+class Stats:
+    """What a worker has done, for status and tests."""
+
+    consumed: int = 0
+    emitted: int = 0
+    dead_lettered: int = 0
+    transactions: int = 0
+    aborts: int = 0
+    rebalances: int = 0
+    in_flight: int = 0
+    max_hol_wait_s: float = 0.0
+
+
+class StepRunner:
+    """Runs ``step`` until ``stop`` is set. One per step per worker process."""
+
+    def __init__(self, step: Step, ctx: StepContext, *, instance: str,
+                 consumer_extra: dict[str, Any] | None = None, producer_extra: dict[str, Any] | None = None) -> None:
+        self.step, self.ctx, self.instance = step, ctx, instance
+        self.settings = ctx.settings
+        self.stats = Stats()
+        self._consumer_conf = consumer_config(self.settings.bootstrap, group_id(step.name), consumer_extra)
+        self._producer_conf = producer_config(self.settings.bootstrap, f"triage.{step.name}.{instance}", producer_extra)
+        self._parts: dict[tuple[str, int], _Partition] = {}
+        self._extra: list[Output] = []
+        self._events: list[tuple[str, list[tuple[str, int]]]] = []
+        self._paused = False
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{step.name}")
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._stateful = bool(getattr(step, "stateful", False))
+
+    # ---- Kafka thread ---------------------------------------------------------------------------------
+    def _k_open(self) -> None:
+        self._producer = Producer(self._producer_conf)
+        self._producer.init_transactions(60)
+        self._consumer = Consumer(self._consumer_conf)
+        self._consumer.subscribe(list(self.step.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._events.append(("assign", [(tp.topic, tp.partition) for tp in partitions]))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._events.append(("revoke", [(tp.topic, tp.partition) for tp in partitions]))
+
+    def _k_poll(self, n: int, timeout: float) -> tuple[list[Message], list[tuple[str, list[tuple[str, int]]]]]:
+        assert self._consumer is not None
+        msgs = self._consumer.consume(max(1, n), timeout) if n > 0 else []
+        if n <= 0:
+            # Still serve the group (heartbeats, rebalances) while paused.
+            self._consumer.consume(1, timeout)
+        events, self._events = self._events, []
+        return msgs, events
+
+    def _k_commit(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
+        """Outputs and input offsets in one transaction. Raises KafkaFailure; the caller rewinds."""
+        p, c = self._producer, self._consumer
+        assert p is not None and c is not None
+        try:
+            p.begin_transaction()
+            for topic, partition, key, value, headers in outputs:
+                while True:
+                    try:
+                        if partition is None:
+                            p.produce(topic, value=value, key=key, headers=headers)
+                        else:
+                            p.produce(topic, value=value, key=key, headers=headers, partition=partition)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+            if offsets:
+                p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), 30)
+            for i in range(3):
+                try:
+                    p.commit_transaction(60)
+                    return
+                except KafkaException as exc:
+                    f = KafkaFailure.of(exc)
+                    if f.retriable and not f.abortable and i < 2:
+                        continue
+                    raise
+        except KafkaException as exc:
+            failure = KafkaFailure.of(exc)
+            if failure.fatal:
+                raise failure from exc
+            try:
+                p.abort_transaction(30)
+            except KafkaException as abort_exc:
+                raise KafkaFailure.of(abort_exc) from abort_exc
+            raise failure from exc
+
+    def _k_seek(self, positions: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        for tp in positions:
+            try:
+                self._consumer.seek(tp)
+            except KafkaException as exc:
+                # Not assigned any more: the new owner starts from the committed offset anyway.
+                log.info("seek skipped", extra={"fields": {"tp": f"{tp.topic}/{tp.partition}", "error": str(exc)}})
+
+    def _k_pause(self, pause: bool) -> None:
+        assert self._consumer is not None
+        parts = self._consumer.assignment()
+        if parts:
+            (self._consumer.pause if pause else self._consumer.resume)(parts)
+
+    def _k_restore(self, partitions: list[int]) -> None:
+        def reader(partition: int) -> Any:
+            return read_partition(self.settings.bootstrap, JOIN_STATE, partition)
+        self.step.restore(partitions, reader)  # type: ignore[attr-defined]
+
+    def _k_assigned(self) -> list[int]:
+        assert self._consumer is not None
+        return sorted({tp.partition for tp in self._consumer.assignment()})
+
+    def _k_close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.flush(10)
+
+    # ---- loop ----------------------------------------------------------------------------------------
+    async def _kafka(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(p.queue) for p in self._parts.values())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume, handle, commit until ``stop``; then drain what is in flight and commit it."""
+        await self._kafka(self._k_open)
+        log.info("step started", extra={"fields": {"step": self.step.name, "inputs": list(self.step.inputs),
+                                                    "instance": self.instance}})
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                await self._cycle(admit=True)
+                now = time.monotonic()
+                if now - last_commit >= self.settings.commit_interval_s:
+                    await self._commit()
+                    last_commit = now
+            # Drain: no new records; give in-flight ones their deadline to finish, then commit them.
+            deadline = time.monotonic() + min(15.0, self.settings.step_deadline_s)
+            while self.in_flight and time.monotonic() < deadline:
+                await self._cycle(admit=False)
+                await self._commit()
+            await self._commit()
+        finally:
+            for part in self._parts.values():
+                self._drop_queue(part)
+            await self._kafka(self._k_close)
+            self._pool.shutdown(wait=False)
+            log.info("step stopped", extra={"fields": {"step": self.step.name, **self.stats.__dict__}})
+
+    async def _cycle(self, admit: bool) -> None:
+        in_flight = self.in_flight
+        self.stats.in_flight = in_flight
+        room = self.settings.max_in_flight - in_flight if admit else 0
+        busy = in_flight > 0
+        if admit and not self._paused and room <= 0:
+            await self._kafka(self._k_pause, True)
+            self._paused = True
+        elif self._paused and (not admit or in_flight <= self.settings.max_in_flight // 2):
+            if admit:
+                await self._kafka(self._k_pause, False)
+                self._paused = False
+        msgs, events = await self._kafka(self._k_poll, min(max(room, 0), self.settings.max_batch),
+                                         0.005 if busy else 0.1)
+        for kind, tps in events:
+            await self._on_event(kind, tps)
+        for m in msgs:
+            await self._admit(m)
+        if self._stateful:
+            self._extra.extend(self._encode_all(None, self.step.tick(int(time.time() * 1000))))  # type: ignore[attr-defined]
+        if not msgs and busy:
+            # Give handlers the loop; they finish without waking us.
+            await asyncio.sleep(0.002)
+
+    async def _on_event(self, kind: str, tps: list[tuple[str, int]]) -> None:
+        self.stats.rebalances += 1
+        self._paused = False  # librdkafka forgets pauses across a rebalance
+        if kind == "revoke":
+            for tp in tps:
+                part = self._parts.pop(tp, None)
+                if part is not None:
+                    self._drop_queue(part)
+            if self._stateful:
+                self._extra.clear()
+                self.step.drop(sorted({p for _, p in tps}))  # type: ignore[attr-defined]
+        elif kind == "assign" and self._stateful:
+            await self._kafka(self._k_restore, sorted({p for _, p in tps}))
+        log.info(f"partitions {kind}ed", extra={"fields": {"partitions": [f"{t}/{p}" for t, p in tps]}})
+
+    def _drop_queue(self, part: _Partition) -> None:
+        for slot in part.queue:
+            slot.dropped = True
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+        part.queue.clear()
+
+    async def _admit(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            log.warning("consume error", extra={"fields": {"error": str(err)}})
+            return
+        tp = (msg.topic(), msg.partition())
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = _Partition(committed=msg.offset())
+        slot = _Slot(offset=msg.offset())
+        part.queue.append(slot)
+        self.stats.consumed += 1
+        record = self._record(msg)
+        slot.record = record
+        if self._stateful:
+            # State is per partition and order matters: handle in order, inline.
+            await self._handle(slot, record)
+        else:
+            slot.task = asyncio.create_task(self._handle(slot, record))
+
+    def _record(self, msg: Message) -> Record:
+        key = msg.key()
+        return Record(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                      key=key.decode("utf-8", errors="replace") if key is not None else None,
+                      raw=msg.value(), headers=decode_headers(msg.headers()), timestamp_ms=msg.timestamp()[1])
+
+    async def _handle(self, slot: _Slot, record: Record) -> None:
+        step = self.step.name
+        token = bind(RecordContext(step=step, correlation_id=record.correlation_id, tenant_id=record.tenant_id,
+                                   attempt=record.attempt, topic=record.topic, partition=record.partition,
+                                   offset=record.offset))
+        started = time.monotonic()
+        attempts = 0
+        try:
+            schema = TOPIC_SCHEMA.get(record.topic)
+            if schema is not None:
+                try:
+                    record = _with_value(record, avro.decode(record.raw, schema))
+                except TriageError as exc:
+                    outputs = [self._dead_letter(record, exc.code, str(exc), 1)]
+                    self._finish(slot, outputs)
+                    return
+            policy_deadline = self.settings.step_deadline_s
+            while True:
+                attempts += 1
+                try:
+                    emits = await asyncio.wait_for(self.step.handle(record, self.ctx), policy_deadline)
+                    outputs = self._encode_all(record, emits)
+                    break
+                except TriageError as exc:
+                    if exc.retryable and not isinstance(exc, ModelError) and attempts < self.settings.retry.attempts:
+                        await asyncio.sleep(self.settings.retry.backoff(attempts))
+                        continue
+                    calls = getattr(exc, "calls", attempts)
+                    outputs = [self._dead_letter(record, exc.code, str(exc), calls)]
+                    break
+                except asyncio.TimeoutError:
+                    outputs = [self._dead_letter(record, "STEP_TIMEOUT",
+                                                 f"not done within the step deadline of {policy_deadline:.0f}s", attempts)]
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug in a step must not stop the worker or lose the record
+                    log.exception("step raised an unexpected error")
+                    outputs = [self._dead_letter(record, "INTERNAL", f"{type(exc).__name__}: {exc}", attempts)]
+                    break
+            self._finish(slot, outputs)
+            wait = time.monotonic() - started
+            if wait > self.stats.max_hol_wait_s:
+                self.stats.max_hol_wait_s = wait
+        finally:
+            reset(token)
+
+    def _finish(self, slot: _Slot, outputs: list[Output]) -> None:
+        if slot.dropped:
+            return
+        slot.outputs = outputs
+        slot.done = True
+
+    def _encode_all(self, record: Record | None, emits: list[Emit]) -> list[Output]:
+        out: list[Output] = []
+        for e in emits:
+            headers: dict[str, str] = {}
+            if record is not None:
+                headers.update({k: record.headers[k] for k in CARRIED_HEADERS if k in record.headers})
+                headers.setdefault("attempt", str(record.attempt))
+            headers.update(e.headers)
+            if e.value is None or isinstance(e.value, (bytes, bytearray)):
+                value = bytes(e.value) if e.value is not None else None
+            else:
+                schema = TOPIC_SCHEMA[e.topic]
+                value = avro.encode(schema, e.value)  # SchemaInvalid: the step's output failed validation
+            if value is not None and len(value) > self.settings.max_value_bytes:
+                raise TriageError(f"output of {len(value)} bytes is over the limit", code="OVERSIZED")
+            key = e.key if e.key is not None else (record.key if record is not None else None)
+            out.append((e.topic, e.partition, key.encode() if key is not None else None, value,
+                        encode_headers(headers)))
+        return out
+
+    def _dead_letter(self, record: Record, reason: str, error: str, attempts: int) -> Output:
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettered", extra={"fields": {"reason": reason, "error": error[:300]}})
+        # A record with no key still gets an identity, stable across re-deliveries, so it can be counted.
+        cid = record.correlation_id or source_id(record.topic, record.partition, record.offset)
+        headers = dead_letter_headers(record, self.step.name, reason, error, attempts)
+        headers["correlation_id"] = cid
+        return (dead_letter_topic(self.step.name), None, cid.encode(), record.raw, encode_headers(headers))
+
+    async def _commit(self) -> None:
+        outputs: list[Output] = []
+        offsets: list[TopicPartition] = []
+        advanced: list[tuple[_Partition, int]] = []
+        for (topic, partition), part in self._parts.items():
+            last = None
+            while part.queue and part.queue[0].done:
+                slot = part.queue.popleft()
+                outputs.extend(slot.outputs)
+                last = slot.offset
+            if last is not None:
+                offsets.append(TopicPartition(topic, partition, last + 1))
+                advanced.append((part, last + 1))
+        outputs.extend(self._extra)
+        if not outputs and not offsets:
+            return
+        self._extra = []
+        try:
+            await self._kafka(self._k_commit, outputs, offsets)
+        except KafkaFailure as failure:
+            if failure.fatal:
+                raise
+            self.stats.aborts += 1
+            log.warning("transaction aborted; rewinding to the last commit", extra={"fields": {"error": str(failure)}})
+            await self._rewind()
+            return
+        for part, nxt in advanced:
+            part.committed = nxt
+        self.stats.transactions += 1
+        self.stats.emitted += len(outputs)
+
+    async def _rewind(self) -> None:
+        """After an abort: forget everything uncommitted and read it again from the last committed offsets."""
+        positions = [TopicPartition(t, p, part.committed) for (t, p), part in self._parts.items()]
+        for part in self._parts.values():
+            self._drop_queue(part)
+        self._parts.clear()
+        self._extra.clear()
+        await self._kafka(self._k_seek, positions)
+        if self._stateful:
+            parts = await self._kafka(self._k_assigned)
+            self.step.drop(parts)  # type: ignore[attr-defined]
+            await self._kafka(self._k_restore, parts)
+
+
+def _with_value(record: Record, value: Any) -> Record:
+    return Record(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+                  raw=record.raw, headers=record.headers, timestamp_ms=record.timestamp_ms, value=value)

@@ -1,0 +1,158 @@
+"""The local stack: Kafka, Redis, the offline model server and the workers, started and stopped as one.
+
+Everything runs on loopback with state under ``settings.home``; `triage up` / `triage down` call these.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from streams.config import REPO_ROOT, Settings
+from streams.services import ServiceError, proc
+from streams.services.kafka_broker import BrokerSpec, TopicSpec, broker_ready, ensure_topics, start_broker, stop_broker
+from streams.services.redis_server import start_redis, stop_redis
+from streams.topology import IN, JOIN_STATE, STEPS, all_topics
+
+Say = Callable[[str], None]
+BIG = str(8 * 1024 * 1024)
+OFFLINE = "offline-models"
+
+
+def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
+    specs = []
+    for name in all_topics():
+        config: dict[str, str] = {}
+        if name == JOIN_STATE:
+            config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+        elif name == IN or name.startswith("tickets.dlq."):
+            # Oversized tickets must reach ingest (and its DLQ, bytes untouched) to be rejected there.
+            config = {"max.message.bytes": BIG}
+        specs.append(TopicSpec(name, settings.partitions, replication, config))
+    return specs
+
+
+def _port(bootstrap: str) -> int:
+    return int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+
+def _local_bootstrap(settings: Settings) -> bool:
+    host = settings.bootstrap.split(",")[0].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost") and "," not in settings.bootstrap
+
+
+def offline_ready(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.offline_port}/healthz", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_offline_models(settings: Settings) -> int | None:
+    if not settings.offline:
+        return None
+    pid = proc.read_pid(settings.home, OFFLINE)
+    if pid is not None and proc.is_alive(pid) and offline_ready(settings):
+        return pid
+    pid = proc.spawn(OFFLINE, [sys.executable, "-m", "processors.offline.server", "--port",
+                               str(settings.offline_port)], settings.home, cwd=REPO_ROOT)
+    proc.wait_until(lambda: offline_ready(settings) or not proc.is_alive(pid), 30, what="the offline model server")
+    if not proc.is_alive(pid):
+        raise ServiceError("the offline model server exited:\n" + proc.log_tail(settings.home, OFFLINE))
+    return pid
+
+
+def start_services(settings: Settings, say: Say = lambda _: None) -> None:
+    """Kafka (unless TRIAGE_BOOTSTRAP names a remote cluster), Redis (unless TRIAGE_REDIS_URL), the offline
+    model server (unless OPENAI_BASE_URL), and every topic. Idempotent."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if _local_bootstrap(settings):
+        port = _port(settings.bootstrap)
+        t = time.monotonic()
+        start_broker(settings.home, REPO_ROOT, BrokerSpec(port=port, controller_port=port + 1,
+                                                          partitions=settings.partitions))
+        say(f"kafka      ready on {settings.bootstrap} ({time.monotonic() - t:.1f}s)")
+    elif not broker_ready(settings.bootstrap, 15):
+        raise ServiceError(f"no Kafka broker answers at {settings.bootstrap}")
+    if settings.manage_redis:
+        start_redis(settings.home, settings.redis_port)
+        say(f"redis      ready on 127.0.0.1:{settings.redis_port}")
+    if start_offline_models(settings):
+        say(f"models     offline provider on 127.0.0.1:{settings.offline_port}")
+    else:
+        say(f"models     {settings.model_base_url}")
+    created = ensure_topics(settings.bootstrap, topic_specs(settings))
+    say(f"topics     {len(all_topics())} ready ({len(created)} created)")
+
+
+def worker_name(step: str, index: int = 0) -> str:
+    return f"worker-{step}-{index}"
+
+
+def start_worker(settings: Settings, step: str, index: int = 0) -> int:
+    name = worker_name(step, index)
+    pid = proc.read_pid(settings.home, name)
+    if pid is not None and proc.is_alive(pid):
+        return pid
+    # A stable instance name per slot: a restarted worker fences its dead predecessor's open transaction
+    # at once instead of waiting for the transaction timeout.
+    return proc.spawn(name, [sys.executable, "-m", "streams.cli", "worker", step, "--instance", f"{step}-{index}"],
+                      settings.home, env={"TRIAGE_HOME": str(settings.home)}, cwd=REPO_ROOT)
+
+
+def start_workers(settings: Settings, steps: tuple[str, ...] = STEPS, say: Say = lambda _: None) -> dict[str, int]:
+    pids = {step: start_worker(settings, step) for step in steps}
+    say(f"workers    {len(pids)} started: {', '.join(steps)}")
+    return pids
+
+
+def workers(settings: Settings) -> dict[str, int]:
+    return {n: p for n, p in proc.list_running(settings.home).items() if n.startswith("worker-")}
+
+
+def down(settings: Settings, say: Say = lambda _: None) -> list[str]:
+    """Stop workers first (they drain and commit), then the model server, Redis and Kafka."""
+    stopped = []
+    for name in sorted(workers(settings)):
+        if proc.stop(settings.home, name, timeout=20):
+            stopped.append(name)
+    if proc.stop(settings.home, OFFLINE):
+        stopped.append(OFFLINE)
+    if stop_redis(settings.home):
+        stopped.append("redis")
+    for name in sorted(proc.list_running(settings.home)):
+        if name.startswith("kafka-") and stop_broker(settings.home, int(name.split("-")[1])):
+            stopped.append(name)
+    for name in stopped:
+        say(f"stopped    {name}")
+    return stopped
+
+
+def load_knowledge_bases(settings: Settings, kb_dir: Path | None = None) -> dict[str, int]:
+    """Load ``<tenant>.jsonl`` files into Redis, each through its tenant's store. Returns docs per tenant."""
+    import asyncio
+
+    from streams.tenant_state import TenantStore, connect
+
+    kb_dir = kb_dir or settings.data_dir / "kb"
+    files = sorted(kb_dir.glob("*.jsonl"))
+    if not files:
+        raise ServiceError(f"no knowledge base files (*.jsonl) in {kb_dir}")
+
+    async def load() -> dict[str, int]:
+        client = connect(settings.redis_url)
+        try:
+            out = {}
+            for f in files:
+                docs = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+                tenant = f.stem
+                out[tenant] = await TenantStore(client, tenant).kb_replace(docs)
+            return out
+        finally:
+            await client.aclose()
+
+    return asyncio.run(load())

@@ -1,0 +1,56 @@
+"""The contract between a step and the runtime.
+
+A step is a small class: settings in ``__init__``, one ``async def handle(record, ctx) -> list[Emit]``.
+It raises :mod:`streams.errors` errors; the runtime turns them into retries or a dead-letter record.
+A stateful step (the join) also restores and drops per-partition state when partitions move.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import redis.asyncio as aioredis
+
+from streams.config import Settings
+from streams.models import Memo, ModelGateway
+from streams.records import Emit, Record
+from streams.tenant_state import TenantStore
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the runtime hands every step: settings and the shared adapters, nothing Kafka."""
+
+    step: str
+    settings: Settings
+    models: ModelGateway
+    redis: aioredis.Redis | None
+
+    def store(self, tenant: str) -> TenantStore | None:
+        """The tenant-scoped door to Redis, or None when the step runs without Redis."""
+        return TenantStore(self.redis, tenant) if self.redis is not None else None
+
+    def memo(self, record: Record, tenant: str | None = None) -> Memo:
+        tenant = tenant or record.tenant_id
+        return Memo(self.store(tenant) if tenant else None, self.step, record.correlation_id, record.attempt)
+
+
+@runtime_checkable
+class Step(Protocol):
+    name: str
+    inputs: tuple[str, ...]
+    stateful: bool
+
+    async def handle(self, record: Record, ctx: StepContext) -> list[Emit]: ...
+
+
+class StatefulStep(Step, Protocol):
+    """A step whose state lives in a changelog topic written in the same transaction as its outputs."""
+
+    def restore(self, partitions: list[int], read_changelog: Any) -> None:
+        """Rebuild the state of ``partitions`` from ``read_changelog(partition) -> iterable[(key, value)]``."""
+
+    def drop(self, partitions: list[int]) -> None: ...
+
+    def tick(self, now_ms: int) -> list[Emit]:
+        """Outputs due without a new input (e.g. a join that timed out)."""
