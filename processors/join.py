@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Callable, Iterable
 
 from processors.case import evolve
@@ -46,7 +47,10 @@ class Join:
                 if value is None:
                     table.pop(key.decode(), None)
                 else:
-                    table[key.decode()] = json.loads(value)
+                    entry = json.loads(value)
+                    # The timeout is the join's patience with live classifiers; a restart must not spend it.
+                    entry["seen_ms"] = int(time.time() * 1000)
+                    table[key.decode()] = entry
             self._state[p] = table
             log.info("join state restored", extra={"fields": {"partition": p, "entries": len(table)}})
 
@@ -67,7 +71,7 @@ class Join:
         entry = table.get(skey)
         if entry is not None and entry.get("done"):
             return []  # a late or repeated result of a ticket that already went on
-        entry = entry or {"case": None, "results": {}, "first_ms": record.timestamp_ms, "headers": {}}
+        entry = entry or {"case": None, "results": {}, "seen_ms": int(time.time() * 1000), "headers": {}}
         if record.topic == VALID:
             entry["case"] = value
             entry["headers"] = {k: record.headers[k] for k in CARRY if k in record.headers}
@@ -88,7 +92,7 @@ class Join:
         out: list[Emit] = []
         for p, table in self._state.items():
             for skey, entry in list(table.items()):
-                age = now_ms - entry.get("first_ms", now_ms)
+                age = now_ms - entry.get("seen_ms", now_ms)
                 if entry.get("done"):
                     if now_ms - entry["done_ms"] > DONE_RETENTION_MS:
                         del table[skey]

@@ -76,7 +76,7 @@ class Settings:
     """Records one worker handles at once; past it the worker pauses its partitions."""
     commit_interval_s: float = 0.05
     max_batch: int = 500
-    join_timeout_s: float = 20.0
+    join_timeout_s: float = 120.0
     """A join that has not seen four classifications by then carries on with what it has."""
     missing_priority_policy: str = "human"
     """When the priority classifier's result is missing: 'human' escalates, 'degrade' assumes medium."""
@@ -147,7 +147,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         partitions=_int(env, "TRIAGE_PARTITIONS", 6),
         tenants=tenants,
         max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256),
-        join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 20.0),
+        join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 120.0),
         missing_priority_policy=env.get("TRIAGE_MISSING_PRIORITY") or "human",
         data_dir=Path(env.get("TRIAGE_DATA") or (REPO_ROOT / "deploy" / "sample")),
         step_timeout_s=_float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0),

@@ -1,0 +1,160 @@
+"""A real triage stack for tests: a KRaft broker, redis-server, the model server and worker processes, on
+free loopback ports under a temporary home, so tests never touch a developer's running stack.
+
+Only the model endpoint may be a fake (tests/fake_openai.py); Kafka and Redis are always the real ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from streams import config, stack
+from streams.client import Out, TicketProducer, decode_value, read
+from streams.services import proc
+from streams.topology import STEPS, terminal_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = REPO_ROOT / "deploy" / "sample"
+
+
+def free_port(span: int = 1) -> int:
+    """A port p such that p .. p+span-1 were free a moment ago."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + span < 65000 and all(_free(port + i) for i in range(1, span)):
+            return port
+    raise RuntimeError("no free port range")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def sample_tickets(n: int | None = None) -> list[dict[str, Any]]:
+    rows = [json.loads(l) for l in (SAMPLE / "tickets.jsonl").read_text().splitlines() if l.strip()]
+    return rows[:n] if n is not None else rows
+
+
+def kb_docs(tenant: str) -> list[dict[str, Any]]:
+    return [json.loads(l) for l in (SAMPLE / "kb" / f"{tenant}.jsonl").read_text().splitlines() if l.strip()]
+
+
+@dataclass
+class Stack:
+    home: Path
+    env: dict[str, str]
+    settings: config.Settings = field(init=False)
+    workers: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=lambda: defaultdict(list))
+
+    def __post_init__(self) -> None:
+        self.settings = config.load(self.env)
+
+    @classmethod
+    def create(cls, home: Path, **overrides: str) -> "Stack":
+        kafka = free_port(2)
+        env = {
+            "TRIAGE_HOME": str(home),
+            "TRIAGE_BOOTSTRAP": f"127.0.0.1:{kafka}",
+            "TRIAGE_REDIS_PORT": str(free_port()),
+            "TRIAGE_OFFLINE_PORT": str(free_port()),
+            "TRIAGE_PARTITIONS": "4",
+        }
+        env.update(overrides)
+        return cls(home, env)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap
+
+    def start(self, *, workers: Iterable[str] = STEPS) -> "Stack":
+        stack.start_services(self.settings)
+        stack.load_knowledge_bases(self.settings)
+        for step in workers:
+            self.start_worker(step)
+        return self
+
+    def worker_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "OPENAI_"))}
+        env.update(self.env)
+        return env
+
+    def start_worker(self, step: str, index: int | None = None) -> subprocess.Popen[bytes]:
+        index = len(self.workers[step]) if index is None else index
+        log = (self.home / "logs" / f"test-worker-{step}-{index}.log").open("ab")
+        p = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", step, "--instance", f"{step}-{index}"],
+                             env=self.worker_env(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.workers[step].append(p)
+        return p
+
+    def kill_worker(self, p: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        p.wait(30)
+
+    def stop(self) -> None:
+        for procs in self.workers.values():
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        for procs in self.workers.values():
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.kill_worker(p)
+        stack.down(self.settings)
+
+    def alive(self) -> dict[str, int]:
+        return {step: sum(p.poll() is None for p in ps) for step, ps in self.workers.items()}
+
+    # ---- traffic ---------------------------------------------------------------------------------------
+    def produce(self, docs: Iterable[dict[str, Any]], *, as_json: bool = False, prefix: str = "") -> dict[str, dict[str, Any]]:
+        p = TicketProducer(self.bootstrap, as_json=as_json)
+        sent = {}
+        for i, d in enumerate(docs):
+            cid = f"{prefix}{i:06d}-{os.urandom(4).hex()}"
+            p.send(d, correlation_id=cid)
+            sent[cid] = d
+        p.flush()
+        return sent
+
+    def outcomes(self, cids: set[str], timeout: float = 300.0, settle: float = 3.0) -> dict[str, list[Out]]:
+        """Every terminal record of ``cids``. Waits until each has one (or ``timeout``), then counts with one
+        more full read that ends after ``settle`` seconds without a record, so duplicates are seen too."""
+        pending = set(cids)
+        for _ in read(self.bootstrap, terminal_topics(), timeout=timeout, stop=lambda o: _done(o, pending)):
+            pass
+        seen: dict[str, list[Out]] = defaultdict(list)
+        for o in read(self.bootstrap, terminal_topics(), timeout=timeout, idle=settle):
+            cid = o.headers.get("correlation_id") or o.key or ""
+            if cid in cids:
+                seen[cid].append(o)
+        return dict(seen)
+
+
+def _done(o: Out, pending: set[str]) -> bool:
+    pending.discard(o.headers.get("correlation_id") or o.key or "")
+    return not pending
+
+
+def value(o: Out) -> Any:
+    return decode_value(o.topic, o.raw)

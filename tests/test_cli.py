@@ -1,0 +1,44 @@
+"""The command line contract: every command answers --help, and bad arguments get a clear error."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.topology import STEPS
+
+COMMANDS = [[], ["up"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["status"], ["kb"],
+            ["kb", "load"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "triage")
+def test_help(cmd: list[str]) -> None:
+    result = CliRunner().invoke(app, [*cmd, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_steps_lists_every_step() -> None:
+    result = CliRunner().invoke(app, ["steps"])
+    assert result.exit_code == 0
+    assert result.output.split() == list(STEPS)
+
+
+def test_unknown_step_is_refused() -> None:
+    result = CliRunner().invoke(app, ["worker", "nope"])
+    assert result.exit_code == 2
+    assert "unknown step" in result.output
+
+
+def test_produce_missing_file() -> None:
+    result = CliRunner().invoke(app, ["produce", "/nonexistent.jsonl"])
+    assert result.exit_code == 1
+    assert "no such file" in result.output
+
+
+def test_console_script_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "streams.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "triage" in out.stdout
