@@ -18,6 +18,8 @@ app = typer.Typer(help="triage: an event-driven AI orchestrator for support tick
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 kb_app = typer.Typer(help="Tenants' knowledge bases in Redis.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+dlq_app = typer.Typer(help="Dead-letter topics: the human queue. List, show, replay after a fix.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 err = Console(stderr=True)
 out = Console()
 
@@ -56,6 +58,29 @@ def down() -> None:
     stopped = stack.down(_settings(), say=out.print)
     if not stopped:
         out.print("nothing was running")
+
+
+@app.command()
+def supervise() -> None:
+    """Keep the workers `triage up` asked for alive, restarting any that die (what `triage up` runs in the background)."""
+    from streams import supervisor
+    from streams.context import configure_logging
+    configure_logging()
+    supervisor.run(_settings())
+
+
+@app.command()
+def scale(step: str = typer.Argument(..., help="Step name (see `triage steps`)."),
+          replicas: int = typer.Argument(..., min=0, help="Worker processes to keep for this step.")) -> None:
+    """Run REPLICAS worker processes for STEP under the supervisor; they share the step's partitions."""
+    from streams import supervisor
+    if step not in STEPS:
+        _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
+    s = _settings()
+    wanted = supervisor.desired_slots(s.home)
+    wanted[step] = replicas
+    supervisor.write_slots(s.home, wanted)
+    out.print(f"{step}: {replicas} worker(s) wanted; the supervisor applies it within a second")
 
 
 @app.command()
@@ -160,6 +185,64 @@ def kb_load(directory: Optional[Path] = typer.Argument(None, help="Folder of <te
         _fail(str(exc))
     for tenant, n in loaded.items():
         out.print(f"{tenant}: {n} documents")
+
+
+@dlq_app.command("list")
+def dlq_list(step: Optional[str] = typer.Argument(None, help="Only this step's DLQ."),
+             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Dead letters by step and reason, with how many were replayed."""
+    from rich.table import Table
+
+    from streams import dlq
+    s = _settings()
+    if step is not None and step not in STEPS:
+        _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
+    table = dlq.summary(dlq.scan(s.bootstrap, [step] if step else None), dlq.replayed_ids(s.bootstrap))
+    if as_json:
+        print(json.dumps(table, indent=2))
+        return
+    t = Table(title="dead letters")
+    for col in ("step", "reason", "count", "replayed"):
+        t.add_column(col)
+    for st, reasons in sorted(table.items()):
+        for reason, c in sorted(reasons.items()):
+            t.add_row(st, reason, str(c["count"]), str(c.get("replayed", 0)))
+    out.print(t if table else "no dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(ident: str = typer.Argument(..., help="A correlation ID, or topic/partition/offset.")) -> None:
+    """Every dead letter of one ticket (or at one position): headers, reason and the original value."""
+    from streams import dlq
+    found = dlq.find(dlq.scan(_settings().bootstrap), ident)
+    if not found:
+        _fail(f"no dead letter with id or correlation ID {ident!r}")
+    for d in found:
+        print(json.dumps({"id": d.id, **d.out.as_json()}, indent=2, ensure_ascii=False, default=str))
+
+
+@dlq_app.command("replay")
+def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters to replay."),
+               reason: Optional[str] = typer.Option(None, "--reason", help="Only entries with this dlq.reason code."),
+               cid: Optional[str] = typer.Option(None, "--id", help="Only this correlation ID."),
+               dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be replayed; send nothing.")) -> None:
+    """Send dead letters back into the step that failed, as a new attempt. Each entry is replayed once, ever."""
+    from rich.progress import Progress
+
+    from streams import dlq
+    if step not in STEPS:
+        _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
+    s = _settings()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(f"replaying {step}", total=None)
+        report = dlq.replay(s.bootstrap, step, reason=reason, correlation_id=cid, dry_run=dry_run,
+                            progress=lambda n, total: bar.update(task, completed=n, total=total))
+    verb = "would replay" if dry_run else "replayed"
+    out.print(f"{report.selected} selected, {verb} {len(report.ids) if dry_run else report.replayed}, "
+              f"{report.already} already replayed before")
+    if dry_run:
+        for i in report.ids:
+            print(i)
 
 
 @app.command()

@@ -67,5 +67,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter (httpx logs every request) drowns the lines an operator needs.
-    for noisy in ("httpx", "httpcore", "openai", "aiohttp.access"):
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -71,6 +71,13 @@ class Stats:
     max_hol_wait_s: float = 0.0
 
 
+class KafkaStuck(KafkaFailure):
+    """A Kafka client call did not return; only a new process gets fresh clients."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, abortable=False, fatal=True, retriable=False)
+
+
 class StepRunner:
     """Runs ``step`` until ``stop`` is set. One per step per worker process."""
 
@@ -89,6 +96,7 @@ class StepRunner:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._stateful = bool(getattr(step, "stateful", False))
+        self._stuck = False
 
     # ---- Kafka thread ---------------------------------------------------------------------------------
     def _k_open(self) -> None:
@@ -119,6 +127,7 @@ class StepRunner:
         assert p is not None and c is not None
         try:
             p.begin_transaction()
+            stuck_until = time.monotonic() + 60
             for topic, partition, key, value, headers in outputs:
                 while True:
                     try:
@@ -128,26 +137,32 @@ class StepRunner:
                             p.produce(topic, value=value, key=key, headers=headers, partition=partition)
                         break
                     except BufferError:
+                        # The local queue is full: let deliveries drain, but not forever (broker gone).
+                        if time.monotonic() > stuck_until:
+                            raise KafkaFailure("producer queue full for 60 s", abortable=True, fatal=False,
+                                               retriable=True) from None
                         p.poll(0.05)
             if offsets:
-                p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), 30)
+                p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), 20)
             for i in range(3):
                 try:
-                    p.commit_transaction(60)
+                    p.commit_transaction(30)
                     return
                 except KafkaException as exc:
                     f = KafkaFailure.of(exc)
                     if f.retriable and not f.abortable and i < 2:
                         continue
                     raise
-        except KafkaException as exc:
-            failure = KafkaFailure.of(exc)
+        except (KafkaException, KafkaFailure) as exc:
+            failure = exc if isinstance(exc, KafkaFailure) else KafkaFailure.of(exc)
             if failure.fatal:
                 raise failure from exc
             try:
                 p.abort_transaction(30)
             except KafkaException as abort_exc:
-                raise KafkaFailure.of(abort_exc) from abort_exc
+                # A producer that cannot abort is in an unknown state: the supervisor starts a fresh one.
+                raise KafkaFailure(f"abort failed: {KafkaFailure.of(abort_exc)}", abortable=False, fatal=True,
+                                   retriable=False) from abort_exc
             raise failure from exc
 
     def _k_seek(self, positions: list[TopicPartition]) -> None:
@@ -181,8 +196,16 @@ class StepRunner:
             self._producer.flush(10)
 
     # ---- loop ----------------------------------------------------------------------------------------
-    async def _kafka(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    async def _kafka(self, fn: Callable[..., Any], *args: Any, deadline: float = 180.0) -> Any:
+        """Run a Kafka client call on the Kafka thread. librdkafka can block past its own timeouts (e.g.
+        send_offsets_to_transaction after a coordinator restart, librdkafka #5456/#5511); a call past
+        ``deadline`` cannot be interrupted, so the runner declares itself stuck and the process restarts."""
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), deadline)
+        except asyncio.TimeoutError:
+            self._stuck = True
+            raise KafkaStuck(f"{getattr(fn, '__name__', fn)} blocked for more than {deadline:.0f}s") from None
 
     @property
     def in_flight(self) -> int:
@@ -210,7 +233,8 @@ class StepRunner:
         finally:
             for part in self._parts.values():
                 self._drop_queue(part)
-            await self._kafka(self._k_close)
+            if not self._stuck:
+                await self._kafka(self._k_close, deadline=30.0)
             self._pool.shutdown(wait=False)
             log.info("step stopped", extra={"fields": {"step": self.step.name, **self.stats.__dict__}})
 
@@ -386,7 +410,7 @@ class StepRunner:
             return
         self._extra = []
         try:
-            await self._kafka(self._k_commit, outputs, offsets)
+            await self._kafka(self._k_commit, outputs, offsets, deadline=45.0)
         except KafkaFailure as failure:
             if failure.fatal:
                 raise

@@ -15,7 +15,7 @@ from streams.config import REPO_ROOT, Settings
 from streams.services import ServiceError, proc
 from streams.services.kafka_broker import BrokerSpec, TopicSpec, broker_ready, ensure_topics, start_broker, stop_broker
 from streams.services.redis_server import start_redis, stop_redis
-from streams.topology import IN, JOIN_STATE, STEPS, all_topics
+from streams.topology import DLQ_REPLAYS, IN, JOIN_STATE, STEPS, all_topics
 
 Say = Callable[[str], None]
 BIG = str(8 * 1024 * 1024)
@@ -26,7 +26,9 @@ def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
     specs = []
     for name in all_topics():
         config: dict[str, str] = {}
-        if name == JOIN_STATE:
+        if name == DLQ_REPLAYS:
+            config = {"cleanup.policy": "compact"}
+        elif name == JOIN_STATE:
             config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
         elif name == IN or name.startswith("tickets.dlq."):
             # Oversized tickets must reach ingest (and its DLQ, bytes untouched) to be rejected there.
@@ -89,25 +91,25 @@ def start_services(settings: Settings, say: Say = lambda _: None) -> None:
     say(f"topics     {len(all_topics())} ready ({len(created)} created)")
 
 
-def worker_name(step: str, index: int = 0) -> str:
-    return f"worker-{step}-{index}"
+def start_workers(settings: Settings, steps: tuple[str, ...] = STEPS, replicas: int = 1,
+                  say: Say = lambda _: None) -> int:
+    """Start the supervisor, which keeps ``replicas`` worker processes per step alive. Returns its pid."""
+    from streams import supervisor
+    wanted = supervisor.desired_slots(settings.home)
+    wanted.update({step: max(wanted.get(step, 0), replicas) for step in steps})
+    supervisor.write_slots(settings.home, wanted)
+    pid = proc.read_pid(settings.home, supervisor.NAME)
+    if pid is None or not proc.is_alive(pid):
+        pid = proc.spawn(supervisor.NAME, [sys.executable, "-m", "streams.cli", "supervise"], settings.home,
+                         env={"TRIAGE_HOME": str(settings.home)}, cwd=REPO_ROOT)
+    proc.wait_until(lambda: all(_worker_up(settings, s) for s in steps), 30, what="the workers to start")
+    say(f"workers    {sum(wanted.values())} under the supervisor: {', '.join(steps)}")
+    return pid
 
 
-def start_worker(settings: Settings, step: str, index: int = 0) -> int:
-    name = worker_name(step, index)
-    pid = proc.read_pid(settings.home, name)
-    if pid is not None and proc.is_alive(pid):
-        return pid
-    # A stable instance name per slot: a restarted worker fences its dead predecessor's open transaction
-    # at once instead of waiting for the transaction timeout.
-    return proc.spawn(name, [sys.executable, "-m", "streams.cli", "worker", step, "--instance", f"{step}-{index}"],
-                      settings.home, env={"TRIAGE_HOME": str(settings.home)}, cwd=REPO_ROOT)
-
-
-def start_workers(settings: Settings, steps: tuple[str, ...] = STEPS, say: Say = lambda _: None) -> dict[str, int]:
-    pids = {step: start_worker(settings, step) for step in steps}
-    say(f"workers    {len(pids)} started: {', '.join(steps)}")
-    return pids
+def _worker_up(settings: Settings, step: str) -> bool:
+    pid = proc.read_pid(settings.home, f"worker-{step}-0")
+    return pid is not None and proc.is_alive(pid)
 
 
 def workers(settings: Settings) -> dict[str, int]:
@@ -116,7 +118,11 @@ def workers(settings: Settings) -> dict[str, int]:
 
 def down(settings: Settings, say: Say = lambda _: None) -> list[str]:
     """Stop workers first (they drain and commit), then the model server, Redis and Kafka."""
+    from streams import supervisor
     stopped = []
+    if proc.stop(settings.home, supervisor.NAME, timeout=60):
+        stopped.append(supervisor.NAME)
+    supervisor.write_slots(settings.home, {})
     for name in sorted(workers(settings)):
         if proc.stop(settings.home, name, timeout=20):
             stopped.append(name)

@@ -22,8 +22,11 @@ MEMO_TTL_S = 24 * 3600
 
 def connect(url: str) -> aioredis.Redis:
     """A pooled async client. Short timeouts: a step degrades (memo miss) rather than hang on a dead Redis."""
-    return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=False,
-                                   health_check_interval=10)
+    # A bounded pool that waits for a free connection: hundreds of records in flight per worker would otherwise
+    # open hundreds of connections each and exhaust the server's maxclients.
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=5, socket_timeout=2.0,
+                                                    socket_connect_timeout=2.0, health_check_interval=10)
+    return aioredis.Redis(connection_pool=pool)
 
 
 class TenantStore:

@@ -17,6 +17,7 @@ DRAFTS: Final = "tickets.drafts"
 RESPONSES: Final = "tickets.responses"
 ESCALATIONS: Final = "tickets.escalations"
 JOIN_STATE: Final = "triage.join.state"
+DLQ_REPLAYS: Final = "triage.dlq.replays"
 
 Classifier = Literal["intent", "language", "priority", "sentiment"]
 CLASSIFIERS: Final[tuple[Classifier, ...]] = ("intent", "language", "priority", "sentiment")
@@ -63,5 +64,5 @@ def terminal_topics() -> list[str]:
 
 
 def all_topics() -> list[str]:
-    return [IN, VALID, CLASSIFIED, JOINED, ROUTED, ENRICHED, DRAFTS, RESPONSES, ESCALATIONS, JOIN_STATE,
+    return [IN, VALID, CLASSIFIED, JOINED, ROUTED, ENRICHED, DRAFTS, RESPONSES, ESCALATIONS, JOIN_STATE, DLQ_REPLAYS,
             *(dlq_topic(s) for s in STEPS)]

@@ -6,20 +6,25 @@ starts once per step. Signals are handled here, once, at the top.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
 import socket
 from contextlib import AsyncExitStack
 
+from confluent_kafka import KafkaException
+
 from processors.registry import build
 from streams.config import Settings
 from streams.models import ModelGateway
-from streams.runtime import StepRunner
+from streams.kafka_io import KafkaFailure
+from streams.runtime import KafkaStuck, StepRunner
 from streams.step import StepContext
 from streams.tenant_state import connect
 
 log = logging.getLogger("triage.worker")
+EXIT_STUCK = 75  # EX_TEMPFAIL: "try again", which is what a supervisor does
 
 
 def default_instance() -> str:
@@ -33,6 +38,8 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
     instance = instance or default_instance()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # `kill -USR1 <pid>` prints every thread's stack to the log: how an operator sees where a worker is stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
@@ -43,12 +50,51 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
         stack.push_async_callback(gateway.close)
         redis = connect(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        runners = [StepRunner(build(name, settings), StepContext(name, settings, gateway, redis), instance=instance)
-                   for name in steps]
-        tasks = [asyncio.create_task(r.run(stop), name=f"step-{r.step.name}") for r in runners]
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        failed = [t for t in done if t.exception() is not None]
-        if failed:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise failed[0].exception()  # type: ignore[misc]
+        watchdog = asyncio.create_task(_heartbeat(), name="watchdog")
+        stack.callback(watchdog.cancel)
+        stack.callback(faulthandler.cancel_dump_traceback_later)
+        tasks = [asyncio.create_task(_supervise(settings, name, StepContext(name, settings, gateway, redis), instance,
+                                                stop), name=f"step-{name}") for name in steps]
+        await asyncio.gather(*tasks)
+
+
+async def _heartbeat(period_s: float = 5.0, grace_s: float = 60.0) -> None:
+    """Exit the process when the event loop stops turning for ``grace_s``.
+
+    A Kafka client call that blocks while holding the GIL (seen with librdkafka consume() during a rebalance
+    after a broker restart) freezes every Python thread, so no Python-level timeout can fire. faulthandler's
+    timer runs in C: it dumps every stack to the log and exits, and the supervisor starts a fresh process.
+    Exactly-once holds: a process may die at any instant.
+    """
+    while True:
+        faulthandler.dump_traceback_later(grace_s, exit=True)
+        await asyncio.sleep(period_s)
+
+
+async def _supervise(settings: Settings, name: str, ctx: StepContext, instance: str, stop: asyncio.Event) -> None:
+    """Run one step; when its Kafka clients fail beyond repair (fenced, broker gone too long), start it afresh.
+
+    A fresh runner re-initialises its transactional producer, which aborts whatever the old one left open,
+    and resumes from the last committed offsets: nothing is lost or doubled by the restart.
+    """
+    failures = 0
+    while not stop.is_set():
+        runner = StepRunner(build(name, settings), ctx, instance=instance)
+        try:
+            await runner.run(stop)
+            return
+        except KafkaStuck as exc:
+            # The stuck call still holds the Kafka thread; exit so a supervisor starts a clean process.
+            # Safe at any instant: uncommitted work is replayed from the last transaction.
+            log.critical("kafka client stuck; exiting for a restart", extra={"fields": {"step": name, "error": str(exc)}})
+            logging.shutdown()
+            os._exit(EXIT_STUCK)
+        except (KafkaFailure, KafkaException) as exc:
+            failures += 1
+            wait = min(30.0, 0.5 * 2 ** min(failures, 6))
+            log.warning("step failed; restarting it", extra={"fields": {
+                "step": name, "error": str(exc), "restart_in_s": wait, "failures": failures}})
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except asyncio.TimeoutError:
+                pass

@@ -137,23 +137,33 @@ class Stack:
         p.flush()
         return sent
 
-    def outcomes(self, cids: set[str], timeout: float = 300.0, settle: float = 3.0) -> dict[str, list[Out]]:
-        """Every terminal record of ``cids``. Waits until each has one (or ``timeout``), then counts with one
-        more full read that ends after ``settle`` seconds without a record, so duplicates are seen too."""
+    def outcomes(self, cids: set[str], timeout: float = 300.0, settle: float = 3.0,
+                 attempt: int | None = None) -> dict[str, list[Out]]:
+        """Every terminal record of ``cids`` (of one ``attempt``, if given). Waits until each has one (or
+        ``timeout``), then counts with one more full read that ends after ``settle`` seconds without a
+        record, so duplicates are seen too."""
+        def mine(o: Out) -> str | None:
+            cid = o.headers.get("correlation_id") or o.key or ""
+            if cid not in cids or (attempt is not None and o.headers.get("attempt") != str(attempt)):
+                return None
+            return cid
+
         pending = set(cids)
-        for _ in read(self.bootstrap, terminal_topics(), timeout=timeout, stop=lambda o: _done(o, pending)):
+
+        def done(o: Out) -> bool:
+            cid = mine(o)
+            if cid is not None:
+                pending.discard(cid)
+            return not pending
+
+        for _ in read(self.bootstrap, terminal_topics(), timeout=timeout, stop=done):
             pass
         seen: dict[str, list[Out]] = defaultdict(list)
         for o in read(self.bootstrap, terminal_topics(), timeout=timeout, idle=settle):
-            cid = o.headers.get("correlation_id") or o.key or ""
-            if cid in cids:
+            cid = mine(o)
+            if cid is not None:
                 seen[cid].append(o)
         return dict(seen)
-
-
-def _done(o: Out, pending: set[str]) -> bool:
-    pending.discard(o.headers.get("correlation_id") or o.key or "")
-    return not pending
 
 
 def value(o: Out) -> Any:

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from streams.cli import app
 from streams.topology import STEPS
 
-COMMANDS = [[], ["up"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["status"], ["kb"],
-            ["kb", "load"]]
+COMMANDS = [[], ["up"], ["supervise"], ["scale"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["status"], ["kb"],
+            ["kb", "load"], ["dlq"], ["dlq", "list"],
+            ["dlq", "show"], ["dlq", "replay"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "triage")

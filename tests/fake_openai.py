@@ -1,0 +1,600 @@
+"""A fake OpenAI-compatible model server for tests: the offline models, perturbed on command.
+
+It answers ``POST /v1/chat/completions`` like :mod:`processors.offline.server` (whose request handling it
+reuses), except that each model can be switched at runtime into a failure *mode*, so a test can break a
+model over real HTTP, watch the pipeline cope, and fix it again.
+
+Model ids are routed to an offline model by a table fixed at start-up: :data:`DEFAULT_ROUTES` (``fake-intent``
+-> ``offline-intent``, ``fake-writer-b`` -> ``offline-writer``, ...; every ``offline-*`` id to itself), plus
+any ``--route NAME=OFFLINE_ID``. Unrouted ids get OpenAI's 404 ``model_not_found``. The answer's ``model``
+field is the id that was asked for.
+
+Modes (per requested model id; see :func:`parse_mode`):
+
+* ``ok``: the offline answer.
+* ``slow:<seconds>``: sleep, then the offline answer.
+* ``error:<status>``: that HTTP status (400-599) with an OpenAI-style body ``{"error": {...}}``.
+* ``ratelimit:<seconds>``: 429 with ``retry-after: <seconds>`` and an error body.
+* ``garbage``: 200, content that is not JSON. ``empty``: 200, content ``""``.
+* ``badlabel``: 200, valid JSON that breaks the contract: a classifier label outside the task's labels, a
+  writer reply citing a doc_id it was not given, a judge verdict of the wrong shape.
+* ``drift:<label>``: classifiers answer ``label`` with confidence 0.9 whatever the input; other models
+  answer normally (it can only be set on them through ``"*"``).
+* ``flaky:<p>``: a 500 with probability ``p``, else the offline answer. The draw is a hash of the model id
+  and its call number since the mode was set, so a run is reproducible.
+* ``down``: the connection is closed without a response (the client sees a connection error).
+
+Requests that the offline provider would reject (bad JSON, missing fields) are still rejected with its 400
+in the modes that produce an answer (ok, slow, garbage, empty, badlabel, drift, flaky's successes).
+
+Control endpoints: ``POST /control`` ``{"model": id | "*", "mode": str, "count": int | null}``;
+``POST /control/reset``; ``GET /control``; ``GET /log``; ``GET /stats``; ``GET /healthz``; ``GET /v1/models``.
+
+Run: ``python -m tests.fake_openai --port 8711`` from the repository root; it stops on SIGTERM or SIGINT.
+From test code use :class:`FakeModels`, which runs it as a subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from aiohttp import web
+
+from processors.offline import LABELS
+# The offline server's private helpers are reused on purpose: the fake must answer exactly as the real
+# offline provider does, and copying its request handling would let the two drift apart.
+from processors.offline.server import CLASSIFIERS, MODELS, BadRequest, UnknownModel, _complete, _error, _text
+
+log = logging.getLogger("triage.fake_openai")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOG_LIMIT = 10_000
+
+DEFAULT_ROUTES: dict[str, str] = {
+    "fake-intent": "offline-intent",
+    "fake-language": "offline-language",
+    "fake-priority": "offline-priority",
+    "fake-sentiment": "offline-sentiment",
+    "fake-writer": "offline-writer",
+    "fake-writer-b": "offline-writer",
+    "fake-writer-strong": "offline-writer-strong",
+    "fake-judge": "offline-judge",
+    **{m: m for m in MODELS},
+}
+"""Requested model id -> offline model id, as served unless ``--route`` adds to it."""
+
+GARBAGE = 'Sure! here is {label: '
+# A label outside each task's allowed set (checked at import, below).
+BAD_LABELS: dict[str, str] = {"intent": "urgent", "language": "klingon", "priority": "urgent",
+                              "sentiment": "furious"}
+assert all(BAD_LABELS[t] not in LABELS[t] for t in LABELS)
+_FOREIGN_DOCS = ("globex-refunds", "acme-refunds")  # doc ids of the sample KB's two tenants
+_CREATED = 1_700_000_000
+
+
+# --------------------------------------------------------------------------------------------- modes
+
+@dataclass(frozen=True)
+class Mode:
+    """A parsed mode: ``kind`` (ok, slow, error, ratelimit, garbage, empty, badlabel, drift, flaky, down)
+    and its argument, already validated; ``text`` is the canonical spelling."""
+    kind: str
+    number: float = 0.0
+    label: str = ""
+
+    @property
+    def text(self) -> str:
+        if self.kind == "drift":
+            return f"drift:{self.label}"
+        if self.kind in ("slow", "error", "ratelimit", "flaky"):
+            return f"{self.kind}:{_num(self.number)}"
+        return self.kind
+
+
+OK = Mode("ok")
+_BARE = ("ok", "garbage", "empty", "badlabel", "down")
+
+
+def _num(x: float) -> str:
+    """``2.0`` -> ``"2"``, ``0.25`` -> ``"0.25"``: so ``ratelimit:2`` sends ``retry-after: 2``."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def parse_mode(text: str) -> Mode:
+    """Parses a mode string; raises ValueError with a readable message when it is not one."""
+    if not isinstance(text, str):
+        raise ValueError("mode must be a string")
+    kind, sep, arg = text.strip().partition(":")
+    if kind in _BARE:
+        if sep:
+            raise ValueError(f"mode {kind!r} takes no argument")
+        return Mode(kind)
+    if kind == "drift":
+        if not arg:
+            raise ValueError("drift needs a label: drift:<label>")
+        return Mode("drift", label=arg)
+    if kind not in ("slow", "error", "ratelimit", "flaky"):
+        raise ValueError(f"unknown mode {text!r}; modes: ok, slow:<s>, error:<status>, ratelimit:<s>, "
+                         "garbage, empty, badlabel, drift:<label>, flaky:<p>, down")
+    try:
+        number = float(arg)
+    except ValueError:
+        raise ValueError(f"mode {kind!r} needs a number: {kind}:<number>") from None
+    if kind == "error" and not (number.is_integer() and 400 <= number <= 599):
+        raise ValueError("error:<status> needs an HTTP status from 400 to 599")
+    if kind == "flaky" and not 0.0 <= number <= 1.0:
+        raise ValueError("flaky:<p> needs a probability from 0 to 1")
+    if kind in ("slow", "ratelimit") and not 0.0 <= number <= 3600.0:
+        raise ValueError(f"{kind}:<seconds> needs 0 to 3600 seconds")
+    return Mode(kind, number=number)
+
+
+@dataclass
+class _Setting:
+    mode: Mode
+    remaining: int | None = None  # calls left before the model reverts to "ok"; None = until changed
+
+
+class State:
+    """Modes, call counters, the request log and the stats of one server. Single-threaded (one loop)."""
+
+    def __init__(self, routes: Mapping[str, str]) -> None:
+        self.routes = dict(routes)
+        self.reset()
+
+    def reset(self) -> None:
+        self.default = _Setting(OK)            # what "*" set; used by models with no setting of their own
+        self.settings: dict[str, _Setting] = {}
+        self.flaky_calls: Counter[str] = Counter()
+        self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
+        self.stats: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    def set(self, model: str, mode: Mode, count: int | None) -> None:
+        if model == "*":
+            # "*" means every model: per-model settings are dropped so none of them shadows it.
+            self.default = _Setting(mode, count)
+            self.settings.clear()
+            self.flaky_calls.clear()
+        else:
+            self.settings[model] = _Setting(mode, count)
+            self.flaky_calls.pop(model, None)  # a fresh flaky sequence each time the mode is set
+
+    def take(self, model: str) -> Mode:
+        """The mode for one call of ``model``, counting the call against a ``count``."""
+        setting = self.settings.get(model, self.default)
+        if setting.remaining is not None:
+            setting.remaining -= 1
+            if setting.remaining <= 0:
+                if setting is self.default:
+                    self.default = _Setting(OK)
+                else:
+                    self.settings[model] = _Setting(OK)
+        return setting.mode
+
+    def flaky_fails(self, model: str, p: float) -> bool:
+        n = self.flaky_calls[model]
+        self.flaky_calls[model] += 1
+        draw = int.from_bytes(hashlib.sha256(f"{model}\n{n}".encode()).digest()[:8], "big") / 2**64
+        return draw < p
+
+    def describe(self) -> dict[str, Any]:
+        """``{"*": {...}, <every routed id>: {"mode", "remaining"}}``, the modes in effect now."""
+        def one(s: _Setting) -> dict[str, Any]:
+            return {"mode": s.mode.text, "remaining": s.remaining}
+        return {"*": one(self.default), **{m: one(self.settings.get(m, self.default)) for m in self.routes}}
+
+    def record(self, t: float, model: str | None, mode: Mode | None, status: int | str) -> None:
+        self.log.append({"t": t, "model": model, "mode": mode.text if mode else None, "status": status,
+                         "elapsed": round(time.time() - t, 4)})
+        self.stats[model or "-"][str(status)] += 1
+
+
+# ------------------------------------------------------------------------------------------ handlers
+
+STATE = web.AppKey("state", State)
+
+
+class _Dropped(Exception):
+    """Mode ``down``: close the connection without a response (carries what the log needs)."""
+
+    def __init__(self, model: str, mode: Mode) -> None:
+        super().__init__(model)
+        self.model, self.mode = model, mode
+
+
+def _injected(status: int, message: str, type_: str, code: str) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return web.json_response(body, status=status)
+
+
+def _error_for(status: int) -> web.Response:
+    # The types and codes OpenAI uses, so a client that branches on them sees the usual ones.
+    type_, code = {400: ("invalid_request_error", "invalid_request"),
+                   401: ("authentication_error", "invalid_api_key"),
+                   403: ("permission_error", "permission_denied"),
+                   404: ("invalid_request_error", "model_not_found"),
+                   429: ("requests", "rate_limit_exceeded")}.get(
+        status, ("server_error", "server_error") if status >= 500 else ("invalid_request_error", "injected"))
+    return _injected(status, f"injected error {status} (fake_openai)", type_, code)
+
+
+def _foreign_doc(given: set[str]) -> str:
+    """A doc id that was not given: another sample tenant's document when possible."""
+    tenants = {d.split("-", 1)[0] for d in given}
+    for doc_id in _FOREIGN_DOCS:
+        if doc_id not in given and doc_id.split("-", 1)[0] not in tenants:
+            return doc_id
+    return "nonexistent-doc"
+
+
+def _perturb(mode: Mode, base: str, request_doc: dict[str, Any], content: str) -> str:
+    """The content a content-level mode returns instead of the offline ``content``."""
+    if mode.kind == "garbage":
+        return GARBAGE
+    if mode.kind == "empty":
+        return ""
+    task = CLASSIFIERS.get(base)
+    if mode.kind == "drift":
+        return json.dumps({"label": mode.label, "confidence": 0.9}) if task else content
+    if mode.kind != "badlabel":
+        return content
+    if task:
+        return json.dumps({"label": BAD_LABELS[task], "confidence": 0.9})
+    if base.startswith("offline-writer"):
+        answer = json.loads(content)
+        given = {d["doc_id"] for d in request_doc.get("documents", [])}
+        foreign = _foreign_doc(given)
+        answer["reply"] = f"{answer['reply']}\n\n- See also [{foreign}]"
+        answer["citations"] = [*answer["citations"], foreign]
+        return json.dumps(answer, ensure_ascii=False)
+    # The judge: a verdict whose fields have the wrong types and ranges.
+    return json.dumps({"score": 7, "passed": "maybe", "checks": {"vibes": True}})
+
+
+def _answer(body: dict[str, Any], model: str, base: str, mode: Mode) -> web.Response:
+    try:
+        completion = _complete({**body, "model": base})
+    except UnknownModel as exc:  # only if a --route points at a model the offline server lacks
+        return _error(404, str(exc), "model_not_found", "model")
+    except BadRequest as exc:
+        return _error(400, str(exc), None, exc.param)
+    completion["model"] = model
+    if mode.kind in ("garbage", "empty", "badlabel", "drift"):
+        # _complete accepted the request, so its last user message is a JSON object.
+        user = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+        message = completion["choices"][0]["message"]
+        message["content"] = _perturb(mode, base, json.loads(_text(user[-1].get("content"))), message["content"])
+    return web.json_response(completion)
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    t = time.time()
+    model: str | None = None
+    mode: Mode | None = None
+    status: int | str = "dropped"
+    try:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            resp = _error(400, "the request body is not valid JSON", None)
+        else:
+            resp, model, mode = await _serve(state, body)
+        status = resp.status
+        return resp
+    except _Dropped as dropped:
+        model, mode = dropped.model, dropped.mode
+        # Closing the transport before any byte is written is what a crashed or unplugged server looks
+        # like to the client ("server disconnected without sending a response"); aiohttp then discards
+        # the placeholder response without complaint.
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response()
+    finally:
+        state.record(t, model, mode, status)
+
+
+async def _serve(state: State, body: Any) -> tuple[web.Response, str | None, Mode | None]:
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or not model:
+        return _error(400, "'model' is required", None, "model"), None, None
+    base = state.routes.get(model)
+    if base is None:
+        return _error(404, f"The model '{model}' does not exist", "model_not_found", "model"), model, None
+    mode = state.take(model)
+    if mode.kind == "down":
+        raise _Dropped(model, mode)
+    if mode.kind == "slow":
+        await asyncio.sleep(mode.number)
+    elif mode.kind == "error":
+        return _error_for(int(mode.number)), model, mode
+    elif mode.kind == "ratelimit":
+        resp = _injected(429, f"Rate limit reached for {model} (fake_openai); retry after {_num(mode.number)}s",
+                         "requests", "rate_limit_exceeded")
+        resp.headers["retry-after"] = _num(mode.number)
+        return resp, model, mode
+    elif mode.kind == "flaky" and state.flaky_fails(model, mode.number):
+        return _error_for(500), model, mode
+    return _answer(body, model, base, mode), model, mode
+
+
+async def _control_get(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].describe())
+
+
+async def _control_post(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        model, count = body.get("model"), body.get("count")
+        if not isinstance(model, str) or (model != "*" and model not in state.routes):
+            raise ValueError(f"unknown model {model!r}; known: '*', {', '.join(sorted(state.routes))}")
+        mode = parse_mode(body.get("mode"))
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError("count must be a positive integer or null")
+        if mode.kind == "drift" and model != "*" and state.routes[model] not in CLASSIFIERS:
+            raise ValueError(f"drift applies to classifiers only; {model} is not one")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        return _injected(400, str(exc), "invalid_request_error", "invalid_control")
+    state.set(model, mode, count)
+    log.info("mode of %s set to %s%s", model, mode.text, f" for {count} calls" if count else "")
+    return web.json_response(state.describe())
+
+
+async def _control_reset(request: web.Request) -> web.Response:
+    request.app[STATE].reset()
+    return web.json_response(request.app[STATE].describe())
+
+
+async def _log(request: web.Request) -> web.Response:
+    return web.json_response(list(request.app[STATE].log))
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response({m: dict(c) for m, c in request.app[STATE].stats.items()})
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _models(request: web.Request) -> web.Response:
+    data = [{"id": m, "object": "model", "created": _CREATED, "owned_by": "fake-openai"}
+            for m in request.app[STATE].routes]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def _model(request: web.Request) -> web.Response:
+    model = request.match_info["model"]
+    if model not in request.app[STATE].routes:
+        return _error(404, f"The model '{model}' does not exist", "model_not_found", "model")
+    return web.json_response({"id": model, "object": "model", "created": _CREATED, "owned_by": "fake-openai"})
+
+
+def make_app(routes: Mapping[str, str] | None = None) -> web.Application:
+    """The aiohttp application; ``routes`` replaces :data:`DEFAULT_ROUTES` when given."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[STATE] = State(DEFAULT_ROUTES if routes is None else routes)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model}", _model)
+    app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_get("/control", _control_get)
+    app.router.add_post("/control", _control_post)
+    app.router.add_post("/control/reset", _control_reset)
+    app.router.add_get("/log", _log)
+    app.router.add_get("/stats", _stats)
+    return app
+
+
+# --------------------------------------------------------------------------------------- the process
+
+async def serve(host: str, port: int, routes: Mapping[str, str] | None = None) -> None:
+    """Serves :func:`make_app` on ``host:port`` until SIGTERM or SIGINT."""
+    # A short shutdown timeout: a test stopping the fake must not wait for a slow:<s> request to finish.
+    runner = web.AppRunner(make_app(routes), access_log=None, shutdown_timeout=0.25)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("fake OpenAI server listening on http://%s:%d/v1", host, port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _route(text: str) -> tuple[str, str]:
+    name, sep, base = text.partition("=")
+    if not sep or not name or base not in MODELS:
+        raise argparse.ArgumentTypeError(f"expected NAME=OFFLINE_ID with OFFLINE_ID one of {', '.join(MODELS)}")
+    return name, base
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m tests.fake_openai --port P [--host H] [--route NAME=OFFLINE_ID ...]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_openai",
+        description="A fake OpenAI-compatible server over the offline models, with failure modes set "
+                    "at runtime through POST /control. Run from the repository root; stops on SIGTERM.")
+    parser.add_argument("--port", type=int, required=True, help="port to listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    parser.add_argument("--route", type=_route, action="append", default=[], metavar="NAME=OFFLINE_ID",
+                        help="serve model id NAME with an offline model, besides the default routes "
+                             "(fake-intent, fake-writer-b, ...); repeatable")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(args.host, args.port, {**DEFAULT_ROUTES, **dict(args.route)}))
+
+
+# ------------------------------------------------------------------------------------ the test helper
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class FakeModels:
+    """The fake server as a subprocess, driven from sync or async test code.
+
+    ``FakeModels.start()`` spawns ``python -m tests.fake_openai`` (cwd: the repository root, the current
+    interpreter) and returns once ``/healthz`` answers; point clients at :attr:`base_url`. Stop it with
+    :meth:`stop` or use it as a context manager (``with FakeModels.start() as fake:``; ``with
+    FakeModels() as fake:`` starts it too). Control calls are blocking stdlib HTTP; they are fast, but in
+    an async test they do block the loop for that moment.
+    """
+
+    def __init__(self, port: int | None = None, *, routes: Mapping[str, str] | None = None) -> None:
+        """Configures, does not start: see :meth:`start`. ``routes`` adds to :data:`DEFAULT_ROUTES`."""
+        self.host = "127.0.0.1"
+        self._wanted_port = port
+        self.port: int | None = port
+        self.routes = dict(routes or {})
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._output: Any = None
+        # Loopback only, so no proxy: a proxy from the environment would break or intercept the calls.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    @classmethod
+    def start(cls, port: int | None = None, *, routes: Mapping[str, str] | None = None,
+              timeout: float = 20.0) -> FakeModels:
+        """A running fake on ``port`` (a free one if None). Raises RuntimeError if it is not healthy in
+        ``timeout`` seconds or exits early (its output is in the message)."""
+        fake = cls(port, routes=routes)
+        fake._spawn(timeout)
+        return fake
+
+    @property
+    def url(self) -> str:
+        """The server root, e.g. ``http://127.0.0.1:8711`` (control endpoints live here)."""
+        if self.port is None:
+            raise RuntimeError("FakeModels is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, e.g. ``http://127.0.0.1:8711/v1``."""
+        return f"{self.url}/v1"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _spawn(self, timeout: float) -> None:
+        # A port picked here may be taken by someone else before the child binds it: retry with another.
+        attempts = 1 if self._wanted_port is not None else 3
+        for attempt in range(attempts):
+            self.port = self._wanted_port or _free_port(self.host)
+            cmd = [sys.executable, "-m", "tests.fake_openai", "--host", self.host, "--port", str(self.port)]
+            cmd += [arg for name, base in self.routes.items() for arg in ("--route", f"{name}={base}")]
+            # Output to a file, not a pipe: nobody reads it while the server runs, and a full pipe blocks.
+            self._output = tempfile.TemporaryFile()
+            self._proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=self._output, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    break
+                try:
+                    with self._opener.open(f"{self.url}/healthz", timeout=1.0) as resp:
+                        if resp.status == 200 and self._proc.poll() is None:
+                            return
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            output = self._drain()
+            self.stop()
+            if attempt == attempts - 1 or "address already in use" not in output.lower():
+                raise RuntimeError(f"fake OpenAI server did not become healthy on port {self.port}:\n{output}")
+
+    def _drain(self) -> str:
+        if self._output is None:
+            return ""
+        self._output.seek(0)
+        return self._output.read().decode(errors="replace")[-4000:]
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                     headers={"content-type": "application/json"})
+        try:
+            with self._opener.open(req, timeout=10.0) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = str(exc)
+            if exc.code == 400:
+                raise ValueError(message) from None
+            raise
+
+    def set(self, model: str, mode: str, count: int | None = None) -> None:
+        """Sets ``model``'s mode (``"*"``: every model, replacing per-model modes). With ``count``, only
+        the next ``count`` calls of that model (for ``"*"``: of all models together) get it, then the
+        mode is ``"ok"``. Raises ValueError for an unknown model, mode or a bad count."""
+        self._call("POST", "/control", {"model": model, "mode": mode, "count": count})
+
+    def modes(self) -> dict[str, dict[str, Any]]:
+        """``{"*" or model id: {"mode": str, "remaining": int | None}}``, the modes in effect now."""
+        return self._call("GET", "/control")
+
+    def reset(self) -> None:
+        """Every model back to ``"ok"``; counters, log and stats cleared."""
+        self._call("POST", "/control/reset", {})
+
+    def log(self) -> list[dict[str, Any]]:
+        """The finished chat requests, oldest first (the last 10,000): ``{"t": arrival time.time(),
+        "model": requested id or None, "mode": mode text or None, "status": int or "dropped",
+        "elapsed": seconds}``. ``mode`` is None when the request never reached a model (bad body, unknown
+        model)."""
+        return self._call("GET", "/log")
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """``{model id: {status as a string: count}}`` since start or the last reset (``"-"``: no model)."""
+        return self._call("GET", "/stats")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+    def __enter__(self) -> FakeModels:
+        if not self.running:
+            self._spawn(20.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    main()
