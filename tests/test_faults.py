@@ -140,3 +140,31 @@ def test_empty_replies_dead_letter_then_replay_resolves_each_once(faulty: Stack,
     # The first attempt still has exactly its one dead letter: the replay added, it did not rewrite.
     first_attempt = faulty.outcomes(cids, timeout=60, attempt=1)
     assert all(len(v) == 1 and v[0].topic == dlq_topic("generate") for v in first_attempt.values())
+
+
+async def test_a_replayed_record_does_not_pay_for_its_model_calls_twice(faulty: Stack, fake: FakeModels) -> None:
+    """What a crash between the model call and the commit costs: the record is handled again, and the memo in
+    Redis (keyed by tenant, correlation ID, step, attempt and input) answers instead of the model."""
+    from processors.classify import label_validator
+    from processors.prompts import classify
+    from streams.models import Memo, ModelGateway
+    from streams.tenant_state import TenantStore, connect
+
+    fake.reset()
+    gateway = ModelGateway(fake.base_url, "test-key")
+    redis = connect(faulty.settings.redis_url)
+    try:
+        policy = faulty.settings.policy("classify-intent")
+        messages = classify("intent", "Refund", "I was charged twice for my subscription")
+        results = []
+        for _ in range(2):  # the same record, handled twice (as after a kill -9 before the commit)
+            memo = Memo(TenantStore(redis, "acme"), "classify-intent", "memo-cid-1", 1)
+            results.append(await gateway.complete_json(policy, messages, label_validator("intent"), memo=memo))
+        other_tenant = Memo(TenantStore(redis, "globex"), "classify-intent", "memo-cid-1", 1)
+        results.append(await gateway.complete_json(policy, messages, label_validator("intent"), memo=other_tenant))
+    finally:
+        await gateway.close()
+        await redis.aclose()
+    assert [r.calls for r in results] == [1, 0, 1], "the second handling must hit the memo; another tenant must not"
+    assert results[0].value == results[1].value and results[1].memo_hit
+    assert sum(1 for r in fake.log() if r["model"] == "fake-intent") == 2
