@@ -19,6 +19,7 @@ def new_case(correlation_id: str, tenant_id: str, ticket: dict[str, Any], receiv
         "received_at_ms": received_at_ms,
         "labels": {},
         "missing": [],
+        "missing_reasons": {},
         "route": None,
         "route_reason": None,
         "retrieval": None,
@@ -32,6 +33,7 @@ def new_case(correlation_id: str, tenant_id: str, ticket: dict[str, Any], receiv
         "model_calls": 0,
         "tokens": 0,
         "trail": [],
+        "flags": [],
     }
 
 

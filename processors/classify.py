@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from processors import prompts
-from streams.errors import InvalidModelOutput, ModelError
+from streams.drift import DriftMonitor, DriftState
+from streams.errors import InvalidModelOutput, ModelError, StateError
 from streams.records import Emit, Record
 from streams.step import StepContext
 from streams.topology import CLASSIFIED, VALID
@@ -39,21 +40,55 @@ class Classify:
         self.classifier = classifier
         self.name = f"classify-{classifier}"
         self._validate = label_validator(classifier)
+        self._monitor: DriftMonitor | None = None
+
+    def _drift(self, ctx: StepContext) -> DriftMonitor | None:
+        if self.classifier not in ctx.settings.drift.classifiers:
+            return None
+        if self._monitor is None and ctx.redis is not None:
+            self._monitor = DriftMonitor(ctx.redis, self.classifier, ctx.settings.drift)
+        return self._monitor
 
     async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
         case = record.value
         out: dict[str, Any] = {"correlation_id": case["correlation_id"], "tenant_id": case["tenant_id"],
                                "classifier": self.classifier, "ok": True, "label": None, "confidence": None,
-                               "model": None, "error_code": None, "error": None, "model_calls": 0, "tokens": 0}
+                               "model": None, "error_code": None, "error": None, "model_calls": 0, "tokens": 0,
+                               "drift_score": None}
         messages = prompts.classify(self.classifier, case["ticket"]["subject"], case["ticket"]["body"])
+        policy = ctx.settings.policy(self.name)
+        memo = ctx.memo(record, case["tenant_id"])
         try:
-            result = await ctx.models.complete_json(ctx.settings.policy(self.name), messages, self._validate,
-                                                    memo=ctx.memo(record, case["tenant_id"]))
+            result = await ctx.models.complete_json(policy, messages, self._validate, memo=memo)
+            calls, tokens = result.calls, result.tokens
+            state = await self._observe(ctx, result, policy.models[0])
+            if state is not None and state.tripped:
+                out["drift_score"] = round(state.score, 4)
+                fallback = policy.models[1:]
+                if ctx.settings.drift.action == "fallback" and fallback and result.model == policy.models[0]:
+                    # The primary's label is not trusted while it drifts: the fallback model decides.
+                    result = await ctx.models.complete_json(policy, messages, self._validate, memo=memo,
+                                                            chain=fallback)
+                    calls, tokens = calls + result.calls, tokens + result.tokens
+                elif result.model == policy.models[0]:
+                    out.update(ok=False, error_code="DRIFT", model_calls=calls, tokens=tokens,
+                               error=f"{self.classifier} drift score {state.score:.3f}: sent to human review")
+                    return [Emit(CLASSIFIED, out, key=case["correlation_id"])]
         except ModelError as exc:
             out.update(ok=False, error_code=exc.code, error=str(exc)[:500],
                        model_calls=getattr(exc, "calls", 0), tokens=getattr(exc, "tokens", 0))
         else:
             label, conf = result.value
-            out.update(label=label, confidence=conf, model=result.model, model_calls=result.calls,
-                       tokens=result.tokens)
+            out.update(label=label, confidence=conf, model=result.model, model_calls=calls, tokens=tokens)
         return [Emit(CLASSIFIED, out, key=case["correlation_id"])]
+
+    async def _observe(self, ctx: StepContext, result: Any, primary: str) -> DriftState | None:
+        """Watch the primary model only: that is the one whose drift must not reach the generator."""
+        monitor = self._drift(ctx)
+        if monitor is None or result.model != primary or result.memo_hit:
+            return None
+        label, conf = result.value
+        try:
+            return await monitor.observe(label, conf)
+        except StateError:
+            return None  # Redis down: no drift verdict, the label still counts

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from processors.case import new_case
+from processors.injection import suspicious
 from streams import avro
 from streams.dead_letter import source_id
 from streams.errors import EncodingError, MalformedInput, Oversized, SchemaInvalid, UnknownTenant
@@ -91,6 +92,10 @@ class Ingest:
         now = int(time.time() * 1000)
         case = new_case(cid, ticket["tenant_id"], ticket, now)
         case["trail"] = [f"ingest: accepted ({fmt})"]
+        if suspicious(f"{ticket['subject']}\n{ticket['body']}"):
+            # Not rejected: a real customer may write oddly. Flagged, so the labels it asks for are not honoured.
+            case["flags"] = ["INJECTION_SUSPECTED"]
+            case["trail"].append("ingest: instruction-like text flagged (INJECTION_SUSPECTED)")
         headers = {"correlation_id": cid, "tenant_id": ticket["tenant_id"], "attempt": str(record.attempt),
                    "traceparent": record.headers.get("traceparent") or new_traceparent(), "hops": "0"}
         return [Emit(VALID, case, key=cid, headers=headers)]

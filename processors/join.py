@@ -110,11 +110,13 @@ class Join:
         case = entry["case"]
         labels: dict[str, Any] = {}
         missing: list[str] = []
+        reasons: dict[str, str] = {}
         calls = tokens = 0
         for c in CLASSIFIERS:
             r = entry["results"].get(c)
             if r is None or not r["ok"]:
                 missing.append(c)
+                reasons[c] = (r or {}).get("error_code") or "NO_RESULT"
             else:
                 labels[c] = {"label": r["label"], "confidence": r["confidence"], "model": r["model"]}
             if r is not None:
@@ -125,7 +127,8 @@ class Join:
         trail = f"join: {how}; " + (", ".join(f"{k}={v['label']}" for k, v in labels.items()) or "no labels")
         if missing:
             trail += f"; missing {why}"
-        joined = evolve(case, trail, calls=calls, tokens=tokens, labels=labels, missing=missing)
+        joined = evolve(case, trail, calls=calls, tokens=tokens, labels=labels, missing=missing,
+                        missing_reasons=reasons)
         done = {"done": True, "done_ms": now_ms}
         self._state.setdefault(partition, {})[skey] = done
         headers = dict(entry.get("headers") or {})

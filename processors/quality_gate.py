@@ -11,8 +11,9 @@ from typing import Any
 
 from processors import prompts
 from processors.case import evolve
-from processors.generate import hops
-from streams.errors import InvalidModelOutput
+from processors.generate import hops, question_key
+from processors.injection import leaks_prompt, mentions_other_tenant
+from streams.errors import InvalidModelOutput, StateError
 from streams.records import Emit, Record
 from streams.step import StepContext
 from streams.topology import DRAFTS, ENRICHED, ESCALATIONS, RESPONSES
@@ -31,14 +32,16 @@ def judge_validator(doc: dict[str, Any]) -> tuple[float, bool, dict[str, bool]]:
     return float(score), passed, {str(k): v for k, v in checks.items()}
 
 
-def guard_checks(case: dict[str, Any]) -> dict[str, bool]:
-    """Checks the judge cannot overrule."""
+def guard_checks(case: dict[str, Any], tenants: tuple[str, ...]) -> dict[str, bool]:
+    """Checks the judge cannot overrule: what an obedient or confused model would leak."""
     reply = case.get("reply") or ""
     given = {d["doc_id"] for d in case.get("documents") or []}
     cited_in_text = set(_CITE.findall(reply))
     return {
         "guard_non_empty": bool(reply.strip()),
         "guard_citations_given": set(case.get("citations") or []) <= given and cited_in_text <= given,
+        "guard_no_prompt_leak": not leaks_prompt(reply),
+        "guard_no_other_tenant": not mentions_other_tenant(reply, case["tenant_id"], tenants),
     }
 
 
@@ -52,7 +55,7 @@ class QualityGate:
         result = await ctx.models.complete_json(ctx.settings.policy("gate"), prompts.judge(case), judge_validator,
                                                 memo=ctx.memo(record, case["tenant_id"]))
         score, passed, checks = result.value
-        checks = {**checks, **guard_checks(case)}
+        checks = {**checks, **guard_checks(case, ctx.settings.tenants)}
         passed = passed and all(checks.values())
         gate = {"score": score, "passed": passed, "checks": checks, "model": result.model}
         history = [*case.get("gate_history", []), gate]
@@ -61,6 +64,14 @@ class QualityGate:
         if passed:
             out = evolve(case, f"gate: passed ({score:.2f})", calls=result.calls, tokens=result.tokens, gate=gate,
                          gate_history=history)
+            store = ctx.store(case["tenant_id"])
+            if ctx.settings.response_cache and store is not None and n == 0:
+                try:
+                    await store.cache_set("replies", question_key(case), {
+                        "reply": case["reply"], "citations": case["citations"], "writer_model": case["writer_model"],
+                        "documents": case["documents"]})
+                except StateError:
+                    pass  # a cache is an optimisation: the reply still goes out
             return [Emit(RESPONSES, out)]
         if n < ctx.settings.max_regenerations:
             out = evolve(case, f"gate: failed ({score:.2f}: {failed}); to the stronger writer", calls=result.calls,

@@ -9,12 +9,19 @@ from streams.topology import ESCALATIONS, ROUTED, JOINED
 
 def decide(case: dict, missing_priority_policy: str) -> tuple[str, str]:
     """(route, reason): route is 'human' or 'auto'."""
+    reasons = case.get("missing_reasons") or {}
+    drifted = sorted(c for c, why in reasons.items() if why == "DRIFT")
+    if drifted:
+        return "human", "DRIFT_REVIEW"
     priority = label(case, "priority")
     if priority is None:
         if missing_priority_policy == "human":
             return "human", "MISSING_PRIORITY"
         priority = "medium"
     if priority == "critical":
+        if "INJECTION_SUSPECTED" in (case.get("flags") or []):
+            # The text asked for urgency; a human decides, but the ticket does not jump the critical queue.
+            return "human", "INJECTION_SUSPECTED"
         return "human", "CRITICAL"
     return "auto", f"priority {priority}"
 

@@ -93,7 +93,9 @@ def steps() -> None:
 @app.command()
 def worker(names: list[str] = typer.Argument(..., help="Step names (see `triage steps`), or 'all'."),
            instance: Optional[str] = typer.Option(None, help="Stable name of this replica (default: TRIAGE_INSTANCE or host-pid)."),
-           log_level: str = typer.Option("INFO", help="Log level.")) -> None:
+           log_level: str = typer.Option("INFO", help="Log level."),
+           metrics_port: int = typer.Option(0, envvar="TRIAGE_METRICS_PORT",
+                                            help="Serve Prometheus /metrics on this port (0: off).")) -> None:
     """Run steps in the foreground until SIGTERM/SIGINT; then drain in-flight records and exit."""
     from streams.context import configure_logging
     from streams.worker import run_steps
@@ -102,6 +104,9 @@ def worker(names: list[str] = typer.Argument(..., help="Step names (see `triage 
     if unknown:
         _fail(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}", 2)
     configure_logging(log_level)
+    if metrics_port:
+        from streams import metrics
+        metrics.serve(metrics_port)
     asyncio.run(run_steps(_settings(), chosen, instance=instance))
 
 
@@ -122,11 +127,12 @@ def produce(source: str = typer.Argument(..., help="A JSON-lines file of tickets
             limit: Optional[int] = typer.Option(None, "--max", help="Send at most this many tickets.")) -> None:
     """Send tickets to tickets.in; prints one line per ticket ending with its correlation ID."""
     from streams.client import TicketProducer
+    lines = _read_lines(source)
     s = _settings()
     p = TicketProducer(s.bootstrap, as_json=as_json)
     bad = 0
     sent = 0
-    for lineno, line in _read_lines(source):
+    for lineno, line in lines:
         if limit is not None and sent >= limit:
             break
         try:

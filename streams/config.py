@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from processors.tool_loop import LoopGuards
+from streams.drift import DriftPolicy
 from streams.policy import RetryPolicy, StepPolicy
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[1]
@@ -90,6 +92,10 @@ class Settings:
     step_timeout_s: float = 10.0
     step_deadline_s: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
+    loop: LoopGuards = field(default_factory=LoopGuards)
+    response_cache: bool = False
+    """Reuse the reply to an identical question of the same tenant (off: answers must be fresh by default)."""
 
     def policy(self, step: str) -> StepPolicy:
         return StepPolicy(models=self.models[step], timeout_s=self.step_timeout_s, retry=self.retry,
@@ -153,4 +159,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         step_timeout_s=_float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0),
         step_deadline_s=_float(env, "TRIAGE_STEP_DEADLINE_S", 60.0),
         retry=retry,
+        drift=DriftPolicy(window=_int(env, "TRIAGE_DRIFT_WINDOW", 100), baseline=_int(env, "TRIAGE_DRIFT_BASELINE", 200),
+                          trip_at=_float(env, "TRIAGE_DRIFT_TRIP", 0.05), clear_at=_float(env, "TRIAGE_DRIFT_CLEAR", 0.02),
+                          action=env.get("TRIAGE_DRIFT_ACTION") or "fallback",
+                          classifiers=tuple(c.strip() for c in (env.get("TRIAGE_DRIFT_CLASSIFIERS")
+                                                                or "intent,language,priority,sentiment").split(",") if c.strip())),
+        loop=LoopGuards(max_tool_calls=_int(env, "TRIAGE_MAX_TOOL_CALLS", 5),
+                        max_calls=_int(env, "TRIAGE_BUDGET_CALLS", 16),
+                        max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000)),
+        response_cache=(env.get("TRIAGE_RESPONSE_CACHE") or "0").lower() in ("1", "true", "yes", "on"),
     )

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from streams import metrics
 from streams.errors import StateError
 
 log = logging.getLogger("triage.drift")
@@ -53,6 +54,8 @@ class DriftPolicy:
     """Divergence under which a tripped monitor clears."""
     action: str = "fallback"
     """'fallback': take the label from the next model of the chain; 'human': send the ticket to review."""
+    classifiers: tuple[str, ...] = ("intent", "language", "priority", "sentiment")
+    """Classifiers that are watched."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class DriftMonitor:
             log.warning("drift monitor " + ("tripped" if tripped else "cleared"), extra={"fields": {
                 "classifier": self.classifier, "score": round(score, 4), "seen": seen, "action": self.policy.action}})
         self._tripped = tripped
+        metrics.DRIFT_SCORE.labels(self.classifier).set(score)
+        metrics.DRIFT_TRIPPED.labels(self.classifier).set(int(tripped))
         return DriftState(self.classifier, score, tripped, seen, ready)
 
     async def _publish(self, score: float, tripped: bool, seen: int) -> None:

@@ -11,12 +11,15 @@ import hashlib
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import openai
 from openai import AsyncOpenAI
 
+from streams import metrics
+from streams.context import current
 from streams.errors import (InvalidModelOutput, ModelError, ModelRateLimited, ModelRejected, ModelTimeout,
                             ModelUnavailable, StateError)
 from streams.policy import StepPolicy
@@ -83,19 +86,68 @@ class ModelGateway:
         kwargs: dict[str, Any] = {"model": model, "messages": list(messages), "timeout": timeout}
         if tools:
             kwargs["tools"] = tools
+        ctx = current()
+        tenant = ctx.tenant_id if ctx is not None else ""
+        started = time.monotonic()
         try:
             resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), timeout + 1.0)
         except (asyncio.TimeoutError, openai.OpenAIError) as exc:
-            raise _translate(exc) from exc
+            err = _translate(exc)
+            metrics.MODEL_CALLS.labels(model, tenant, err.code).inc()
+            raise err from exc
+        finally:
+            metrics.MODEL_SECONDS.labels(model).observe(time.monotonic() - started)
         if not resp.choices:
+            metrics.MODEL_CALLS.labels(model, tenant, "INVALID_OUTPUT").inc()
             raise InvalidModelOutput(f"{model} returned no choices")
         tokens = resp.usage.total_tokens if resp.usage else 0
+        metrics.MODEL_CALLS.labels(model, tenant, "ok").inc()
+        metrics.MODEL_TOKENS.labels(model, tenant).inc(tokens)
         return resp.choices[0].message, tokens
 
-    async def call(self, model: str, messages: Sequence[dict[str, Any]], *, timeout: float,
-                   tools: list[dict[str, Any]] | None = None) -> tuple[Any, int]:
-        """One raw call, no retries: the assistant message and the tokens it cost. For tool loops."""
-        return await self._once(model, messages, timeout, tools)
+    async def _wait(self, policy: StepPolicy, retry: int, last: ModelError | None) -> bool:
+        """Back off before retry number ``retry``; False when a 429 asks for longer than we honour."""
+        wait = policy.retry.backoff(retry, self._rng)
+        if isinstance(last, ModelRateLimited) and last.retry_after is not None:
+            if last.retry_after > policy.retry.max_retry_after_s:
+                return False
+            wait = max(wait, last.retry_after)
+        await asyncio.sleep(wait)
+        return True
+
+    async def chat(self, policy: StepPolicy, model: str, messages: Sequence[dict[str, Any]],
+                   tools: list[dict[str, Any]] | None = None, memo: "Memo | None" = None,
+                   salt: str = "") -> tuple[Any, int, int]:
+        """One assistant message from ``model`` (tool calls allowed), transient errors retried with backoff.
+
+        Returns (message, calls made, tokens). Raises the last ModelError. For the generator's tool loop,
+        which validates the final answer itself: it passes a different ``salt`` per try, so a retry after an
+        invalid answer asks the model again instead of reading that answer back from the memo.
+        """
+        key = digest(messages, [model, tools, salt])
+        if memo is not None:
+            hit = await memo.get(key)
+            if hit is not None:
+                return _Message.of(hit), 0, 0
+        calls = tokens = 0
+        last: ModelError | None = None
+        for attempt in range(1, policy.retry.attempts + 1):
+            if attempt > 1 and not await self._wait(policy, attempt - 1, last):
+                break
+            calls += 1
+            try:
+                message, used = await self._once(model, messages, policy.timeout_s, tools)
+            except ModelError as exc:
+                last = exc
+                if not exc.retryable:
+                    break
+                continue
+            if memo is not None:
+                await memo.put(key, _Message.dump(message))
+            return message, calls, tokens + used
+        assert last is not None
+        last.calls = calls  # type: ignore[attr-defined]
+        raise last
 
     async def complete_json(self, policy: StepPolicy, messages: Sequence[dict[str, Any]], validate: Validator[T], *,
                             memo: "Memo | None" = None, chain: tuple[str, ...] | None = None) -> ModelResult[T]:
@@ -110,20 +162,17 @@ class ModelGateway:
             hit = await memo.get(key)
             if hit is not None:
                 try:
-                    return ModelResult(validate(hit["content"]), hit["model"], 0, 0, memo_hit=True)
+                    result = ModelResult(validate(hit["content"]), hit["model"], 0, 0, memo_hit=True)
+                    metrics.MEMO_HITS.labels(current().step if current() else "").inc()
+                    return result
                 except InvalidModelOutput:
                     pass  # a memo written by an older validator; ask again
         calls = tokens = 0
         last: ModelError | None = None
         for model in models:
             for attempt in range(1, policy.retry.attempts + 1):
-                if attempt > 1:
-                    wait = policy.retry.backoff(attempt - 1, self._rng)
-                    if isinstance(last, ModelRateLimited) and last.retry_after is not None:
-                        if last.retry_after > policy.retry.max_retry_after_s:
-                            break
-                        wait = max(wait, last.retry_after)
-                    await asyncio.sleep(wait)
+                if attempt > 1 and not await self._wait(policy, attempt - 1, last):
+                    break
                 calls += 1
                 try:
                     message, used = await self._once(model, messages, policy.timeout_s, None)
@@ -132,6 +181,7 @@ class ModelGateway:
                     value = validate(content)
                 except ModelError as exc:
                     last = exc
+                    metrics.MODEL_RETRIES.labels(model, exc.code).inc()
                     log.warning("model call failed", extra={"fields": {
                         "model": model, "call_attempt": attempt, "reason": exc.code, "error": str(exc)}})
                     if not exc.retryable:
@@ -139,6 +189,8 @@ class ModelGateway:
                     continue
                 if memo is not None:
                     await memo.put(key, {"content": content, "model": model})
+                if model != models[0]:
+                    metrics.FALLBACKS.labels(current().step if current() else "").inc()
                 return ModelResult(value, model, calls, tokens)
         assert last is not None
         last.calls = calls  # type: ignore[attr-defined]
@@ -160,6 +212,37 @@ def _parse_json(model: str, content: str | None) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidModelOutput(f"{model} returned JSON that is not an object")
     return doc
+
+
+@dataclass(frozen=True)
+class _Function:
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class _ToolCall:
+    id: str
+    function: _Function
+
+
+@dataclass(frozen=True)
+class _Message:
+    """An assistant message rebuilt from the memo (the same fields the tool loop reads)."""
+
+    content: str | None
+    tool_calls: list[_ToolCall] | None
+
+    @staticmethod
+    def dump(message: Any) -> dict[str, Any]:
+        calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments}
+                 for tc in (getattr(message, "tool_calls", None) or [])]
+        return {"content": message.content, "tool_calls": calls}
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> "_Message":
+        calls = [_ToolCall(c["id"], _Function(c["name"], c["arguments"])) for c in doc.get("tool_calls") or []]
+        return cls(doc.get("content"), calls or None)
 
 
 class Memo:

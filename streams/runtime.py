@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from streams import avro
+from streams import avro, metrics
 from streams.context import RecordContext, bind, reset
 from streams.dead_letter import dead_letter_headers, dead_letter_topic, source_id
 from streams.errors import ModelError, TriageError
@@ -241,6 +241,7 @@ class StepRunner:
     async def _cycle(self, admit: bool) -> None:
         in_flight = self.in_flight
         self.stats.in_flight = in_flight
+        metrics.IN_FLIGHT.labels(self.step.name).set(in_flight)
         room = self.settings.max_in_flight - in_flight if admit else 0
         busy = in_flight > 0
         if admit and not self._paused and room <= 0:
@@ -317,6 +318,7 @@ class StepRunner:
                                    offset=record.offset))
         started = time.monotonic()
         attempts = 0
+        metrics.RECORDS_IN.labels(step).inc()
         try:
             schema = TOPIC_SCHEMA.get(record.topic)
             if schema is not None:
@@ -352,8 +354,10 @@ class StepRunner:
                     break
             self._finish(slot, outputs)
             wait = time.monotonic() - started
+            metrics.STEP_SECONDS.labels(step).observe(wait)
             if wait > self.stats.max_hol_wait_s:
                 self.stats.max_hol_wait_s = wait
+                metrics.HOL_WAIT.labels(step).set(wait)
         finally:
             reset(token)
 
@@ -378,6 +382,7 @@ class StepRunner:
                 value = avro.encode(schema, e.value)  # SchemaInvalid: the step's output failed validation
             if value is not None and len(value) > self.settings.max_value_bytes:
                 raise TriageError(f"output of {len(value)} bytes is over the limit", code="OVERSIZED")
+            metrics.RECORDS_OUT.labels(self.step.name, e.topic).inc()
             key = e.key if e.key is not None else (record.key if record is not None else None)
             out.append((e.topic, e.partition, key.encode() if key is not None else None, value,
                         encode_headers(headers)))
@@ -385,6 +390,7 @@ class StepRunner:
 
     def _dead_letter(self, record: Record, reason: str, error: str, attempts: int) -> Output:
         self.stats.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(self.step.name, reason).inc()
         log.warning("dead-lettered", extra={"fields": {"reason": reason, "error": error[:300]}})
         # A record with no key still gets an identity, stable across re-deliveries, so it can be counted.
         cid = record.correlation_id or source_id(record.topic, record.partition, record.offset)
@@ -415,12 +421,14 @@ class StepRunner:
             if failure.fatal:
                 raise
             self.stats.aborts += 1
+            metrics.TRANSACTIONS.labels(self.step.name, "aborted").inc()
             log.warning("transaction aborted; rewinding to the last commit", extra={"fields": {"error": str(failure)}})
             await self._rewind()
             return
         for part, nxt in advanced:
             part.committed = nxt
         self.stats.transactions += 1
+        metrics.TRANSACTIONS.labels(self.step.name, "committed").inc()
         self.stats.emitted += len(outputs)
 
     async def _rewind(self) -> None:

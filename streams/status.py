@@ -50,7 +50,27 @@ def collect(settings: Settings) -> dict[str, Any]:
                 doc["terminal"][t] = depth
     finally:
         probe.close()
+    doc["drift"] = _drift(settings)
     return doc
+
+
+def _drift(settings: Settings) -> dict[str, Any]:
+    import asyncio
+
+    from streams.drift import read_states
+    from streams.tenant_state import connect
+    from streams.topology import CLASSIFIERS
+
+    async def read() -> dict[str, Any]:
+        r = connect(settings.redis_url)
+        try:
+            return await read_states(r, list(CLASSIFIERS))
+        finally:
+            await r.aclose()
+    try:
+        return asyncio.run(read())
+    except Exception as exc:  # noqa: BLE001 - status shows what it can; Redis down is a status, not a crash
+        return {"error": f"redis unavailable: {exc}"}
 
 
 def render(doc: dict[str, Any], console: Console) -> None:
@@ -68,4 +88,11 @@ def render(doc: dict[str, Any], console: Console) -> None:
     for topic, depth in doc["terminal"].items():
         t2.add_row(topic, str(depth))
     console.print(t2)
+    drift = doc.get("drift") or {}
+    if "error" in drift:
+        console.print(f"drift monitors: {drift['error']}")
+    else:
+        console.print("drift monitors: " + ", ".join(
+            f"{c} {'[red]TRIPPED[/red]' if d.get('tripped') == '1' else 'ok'} (score {d.get('score', '-')}, {d.get('seen', 0)} seen)"
+            for c, d in drift.items()))
     console.print("processes: " + (", ".join(f"{n}={p}" for n, p in sorted(doc["processes"].items())) or "none"))

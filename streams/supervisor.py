@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from streams.config import REPO_ROOT, Settings
 from streams.services import proc
+from streams.topology import STEPS
 
 log = logging.getLogger("triage.supervisor")
 NAME = "supervisor"
@@ -55,9 +57,19 @@ def write_slots(home: Path, replicas: dict[str, int]) -> None:
     tmp.replace(path)
 
 
+def metrics_port(step: str, index: int) -> int:
+    """Each slot's /metrics port: TRIAGE_METRICS_BASE_PORT (9400) + 10 x step number + replica."""
+    return _metrics_base() + 10 * STEPS.index(step) + index
+
+
+def _metrics_base() -> int:
+    return int(os.environ.get("TRIAGE_METRICS_BASE_PORT") or 9400)
+
+
 def spawn_worker(settings: Settings, step: str, index: int) -> int:
     return proc.spawn(f"worker-{step}-{index}",
-                      [sys.executable, "-m", "streams.cli", "worker", step, "--instance", f"{step}-{index}"],
+                      [sys.executable, "-m", "streams.cli", "worker", step, "--instance", f"{step}-{index}",
+                       "--metrics-port", str(metrics_port(step, index))],
                       settings.home, env={"TRIAGE_HOME": str(settings.home)}, cwd=REPO_ROOT)
 
 

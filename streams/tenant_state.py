@@ -70,6 +70,21 @@ class TenantStore:
         except RedisError as exc:
             raise StateError(f"memo write failed: {exc}") from exc
 
+    # --- response cache (opt-in) --------------------------------------------------------------------
+    async def cache_get(self, kind: str, key: str) -> Any:
+        k = self.key("cache", kind, key)
+        try:
+            raw = await self._r.get(k)
+        except RedisError as exc:
+            raise StateError(f"cache read failed: {exc}") from exc
+        return self._unwrap(raw, k)
+
+    async def cache_set(self, kind: str, key: str, value: Any, ttl_s: int = 3600) -> None:
+        try:
+            await self._r.set(self.key("cache", kind, key), self._wrap(value), ex=ttl_s)
+        except RedisError as exc:
+            raise StateError(f"cache write failed: {exc}") from exc
+
     # --- knowledge base ------------------------------------------------------------------------------
     async def kb_replace(self, docs: Iterable[dict[str, Any]]) -> int:
         """Replace this tenant's knowledge base. Refuses documents of another tenant."""

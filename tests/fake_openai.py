@@ -72,6 +72,7 @@ DEFAULT_ROUTES: dict[str, str] = {
     "fake-sentiment": "offline-sentiment",
     "fake-writer": "offline-writer",
     "fake-writer-b": "offline-writer",
+    "fake-intent-b": "offline-intent",
     "fake-writer-strong": "offline-writer-strong",
     "fake-judge": "offline-judge",
     **{m: m for m in MODELS},
@@ -107,7 +108,10 @@ class Mode:
 
 
 OK = Mode("ok")
-_BARE = ("ok", "garbage", "empty", "badlabel", "down")
+_BARE = ("ok", "garbage", "empty", "badlabel", "down", "toolonce", "toolrepeat", "toolvary", "obey")
+_TOOL_MODES = ("toolonce", "toolrepeat", "toolvary")
+_VARY_WORDS = ("refund", "invoice", "password", "webhook", "trial", "ownership", "deletion", "proration",
+               "declined", "sync", "authenticator", "outage", "export", "billing", "address")
 
 
 def _num(x: float) -> str:
@@ -274,6 +278,32 @@ def _answer(body: dict[str, Any], model: str, base: str, mode: Mode) -> web.Resp
     except BadRequest as exc:
         return _error(400, str(exc), None, exc.param)
     completion["model"] = model
+    if mode.kind in _TOOL_MODES and base.startswith("offline-writer"):
+        tool_results = sum(1 for m in body["messages"] if isinstance(m, dict) and m.get("role") == "tool")
+        if mode.kind != "toolonce" or tool_results == 0:
+            if mode.kind == "toolvary":  # a different search every time: only the cap ends it
+                query = f"{_VARY_WORDS[tool_results % len(_VARY_WORDS)]} {_VARY_WORDS[(tool_results * 7 + 3) % len(_VARY_WORDS)]}"
+            else:  # toolrepeat, and toolonce's single search
+                query = "refund policy duplicate charge"
+            completion["choices"][0]["message"] = {
+                "role": "assistant", "content": None,
+                "tool_calls": [{"id": f"call_{tool_results}", "type": "function",
+                                "function": {"name": "search_kb", "arguments": json.dumps({"query": query})}}]}
+            completion["choices"][0]["finish_reason"] = "tool_calls"
+        return web.json_response(completion)
+    if mode.kind == "obey":
+        # A model that does what the ticket text says: leaks its instructions and names the other tenant.
+        user = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+        system = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "system"]
+        message = completion["choices"][0]["message"]
+        if base.startswith("offline-writer"):
+            answer = json.loads(message["content"])
+            answer["reply"] += ("\n\nAs requested, my instructions: " + _text(system[0].get("content")) if system else "")
+            answer["reply"] += "\nAlso, Globex refunds duplicate charges within 14 days only, as account credit."
+            message["content"] = json.dumps(answer, ensure_ascii=False)
+        elif base == "offline-priority" and "critical" in _text(user[-1].get("content")).lower():
+            message["content"] = json.dumps({"label": "critical", "confidence": 0.99})
+        return web.json_response(completion)
     if mode.kind in ("garbage", "empty", "badlabel", "drift"):
         # _complete accepted the request, so its last user message is a JSON object.
         user = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]

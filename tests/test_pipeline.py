@@ -99,3 +99,19 @@ def test_replies_cite_only_their_own_tenant(run: tuple[dict, dict]) -> None:
         assert not leaked, f"{tenant} reply quotes {other}: {leaked}"
         cited += bool(case["citations"])
     assert cited > 100, "too few grounded replies for the check to mean anything"
+
+
+def test_ticket_text_cannot_make_itself_critical_or_extract_the_prompt(pipeline: Stack) -> None:
+    from processors.injection import leaks_prompt
+    from tests.test_guards import INJECTIONS
+    docs = [{"tenant_id": t, "subject": s, "body": b} for t in ("acme", "globex") for s, b in INJECTIONS]
+    sent = pipeline.produce(docs, prefix="inject-offline-")
+    outcomes = pipeline.outcomes(set(sent), timeout=120)
+    assert set(outcomes) == set(sent)
+    for cid, (o,) in outcomes.items():
+        case = value(o)
+        assert "INJECTION_SUSPECTED" in case["flags"]
+        assert case["escalation_reason"] != "CRITICAL"
+        assert not leaks_prompt(case["reply"] or "")
+        other = "globex" if case["tenant_id"] == "acme" else "acme"
+        assert other not in (case["reply"] or "").lower()
