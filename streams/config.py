@@ -76,6 +76,8 @@ class Settings:
     max_value_bytes: int = 256 * 1024
     max_in_flight: int = 256
     """Records one worker handles at once; past it the worker pauses its partitions."""
+    partition_serial: bool = False
+    """One record in flight per partition: the naive consumer, kept for benchmarks and strict ordering."""
     commit_interval_s: float = 0.05
     max_batch: int = 500
     join_timeout_s: float = 120.0
@@ -153,6 +155,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         partitions=_int(env, "TRIAGE_PARTITIONS", 6),
         tenants=tenants,
         max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256),
+        partition_serial=(env.get("TRIAGE_PARTITION_SERIAL") or "0").lower() in ("1", "true", "yes", "on"),
         join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 120.0),
         missing_priority_policy=env.get("TRIAGE_MISSING_PRIORITY") or "human",
         data_dir=Path(env.get("TRIAGE_DATA") or (REPO_ROOT / "deploy" / "sample")),

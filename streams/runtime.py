@@ -55,6 +55,8 @@ class _Partition:
     committed: int
     """Offset after the last committed record: where a rewind seeks to."""
     queue: deque[_Slot] = field(default_factory=deque)
+    last: asyncio.Task[None] | None = None
+    """The newest handler task, for partition-serial mode."""
 
 
 @dataclass
@@ -302,8 +304,16 @@ class StepRunner:
         if self._stateful:
             # State is per partition and order matters: handle in order, inline.
             await self._handle(slot, record)
+        elif self.settings.partition_serial:
+            # The naive consumer (for comparison): one record in flight per partition.
+            slot.task = part.last = asyncio.create_task(self._after(part.last, slot, record))
         else:
             slot.task = asyncio.create_task(self._handle(slot, record))
+
+    async def _after(self, previous: asyncio.Task[None] | None, slot: _Slot, record: Record) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        await self._handle(slot, record)
 
     def _record(self, msg: Message) -> Record:
         key = msg.key()
