@@ -262,6 +262,30 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         render(doc, out)
 
 
+@app.command("trace")
+def trace_cmd(correlation_id: str = typer.Argument(..., help="The ticket's correlation ID."),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """One ticket's path through the steps: timings, classifications, model calls and outcome."""
+    from rich.table import Table
+
+    from streams.trace import trace
+    doc = trace(_settings().bootstrap, correlation_id)
+    if as_json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    if not doc["found"]:
+        _fail(f"no record with correlation ID {correlation_id!r}")
+    t = Table(title=f"{correlation_id}: {doc['elapsed_ms']} ms, {doc['model_calls']} model calls, {doc['tokens']} tokens")
+    for col in ("+ms", "topic", "attempt", "what"):
+        t.add_column(col)
+    for h in doc["hops"]:
+        t.add_row(str(h["t_ms"]), h["topic"], h["attempt"], h["what"])
+    out.print(t)
+    o = doc["outcome"]
+    out.print(f"outcome: {o['topic']} (attempt {o['attempt']}" + (f", {o['reason']})" if o.get("reason") else ")")
+              if o else "outcome: none yet (still in flight?)")
+
+
 @app.command()
 def demo(count: Optional[int] = typer.Option(None, "--count", help="Send only the first N sample tickets."),
          timeout: float = typer.Option(600.0, help="Give up waiting after this many seconds."),

@@ -108,6 +108,7 @@ class Out:
     key: str | None
     headers: dict[str, str]
     raw: bytes | None
+    timestamp_ms: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset, "key": self.key,
@@ -147,7 +148,7 @@ def read(bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True, 
                 last = time.monotonic()
                 key = m.key()
                 out = Out(m.topic(), m.partition(), m.offset(), key.decode("utf-8", "replace") if key else None,
-                          decode_headers(m.headers()), m.value())
+                          decode_headers(m.headers()), m.value(), m.timestamp()[1])
                 yield out
                 n += 1
                 if (max_records is not None and n >= max_records) or (stop is not None and stop(out)):

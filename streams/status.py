@@ -17,10 +17,82 @@ def _watermarks(c: Consumer, topic: str, partitions: list[int]) -> dict[int, tup
     return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=5) for p in partitions}
 
 
-def collect(settings: Settings) -> dict[str, Any]:
+def _brokers(settings: Settings, running: dict[str, int]) -> list[dict[str, Any]]:
+    out = []
+    for name, pid in sorted(running.items()):
+        if not name.startswith("kafka-"):
+            continue
+        node = int(name.split("-", 1)[1])
+        props = settings.home / "kafka" / f"node-{node}" / "server.properties"
+        port = None
+        for line in props.read_text().splitlines() if props.exists() else []:
+            if line.startswith("advertised.listeners="):
+                port = int(line.rsplit(":", 1)[1])
+        out.append({"node_id": node, "port": port, "pid": pid})
+    return out
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The few counters status shows, summed per metric name (and per reason for dead letters)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    wanted = ("triage_records_in_total", "triage_in_flight", "triage_dead_letters_total")
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name in wanted:
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
+            elif sample.name == "triage_model_calls_total" and sample.labels.get("outcome") != "ok":
+                out["model_errors"] = out.get("model_errors", 0.0) + sample.value
+    return out
+
+
+def _worker_metrics(running: dict[str, int], interval: float) -> dict[str, dict[str, float]]:
+    """Per step: in flight, records/s, dead letters/s and model errors/s, from each worker's /metrics."""
+    import time
+
+    from streams.supervisor import metrics_port
+    ports: dict[str, list[int]] = {}
+    for name in running:
+        if name.startswith("worker-"):
+            step, _, index = name.removeprefix("worker-").rpartition("-")
+            if step in STEPS:
+                ports.setdefault(step, []).append(metrics_port(step, int(index)))
+
+    def sample() -> dict[str, dict[str, float]]:
+        snap: dict[str, dict[str, float]] = {}
+        for step, ps in ports.items():
+            acc: dict[str, float] = {}
+            for port in ps:
+                try:
+                    for k, v in _scrape(port).items():
+                        acc[k] = acc.get(k, 0.0) + v
+                except OSError:
+                    continue
+            snap[step] = acc
+        return snap
+
+    first = sample()
+    time.sleep(interval)
+    second = sample()
+    out = {}
+    for step, now in second.items():
+        before = first.get(step, {})
+        rate = lambda k: round((now.get(k, 0.0) - before.get(k, 0.0)) / interval, 2)  # noqa: E731
+        out[step] = {"in_flight": now.get("triage_in_flight", 0.0), "records_per_s": rate("triage_records_in_total"),
+                     "dead_letters_per_s": rate("triage_dead_letters_total"), "model_errors_per_s": rate("model_errors"),
+                     "records_total": now.get("triage_records_in_total", 0.0)}
+    return out
+
+
+def collect(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
     running = proc.list_running(settings.home)
     doc: dict[str, Any] = {"home": str(settings.home), "bootstrap": settings.bootstrap,
-                           "processes": running, "steps": {}, "terminal": {}, "reachable": True}
+                           "processes": running, "brokers": _brokers(settings, running), "steps": {},
+                           "terminal": {}, "reachable": True}
     try:
         probe = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "triage.status"})
         md = probe.list_topics(timeout=5)
@@ -44,6 +116,8 @@ def collect(settings: Settings) -> dict[str, Any]:
                 c.close()
             workers = sorted(n for n in running if n.startswith(f"worker-{step}-"))
             doc["steps"][step] = {"lag": lag, "workers": len(workers)}
+        for step, m in _worker_metrics(running, interval).items():
+            doc["steps"][step].update(m)
         for t in terminal_topics():
             if t in md.topics:
                 depth = sum(h - lo for lo, h in _watermarks(probe, t, list(md.topics[t].partitions)).values())
@@ -76,11 +150,13 @@ def _drift(settings: Settings) -> dict[str, Any]:
 def render(doc: dict[str, Any], console: Console) -> None:
     if not doc["reachable"]:
         console.print(f"[red]Kafka at {doc['bootstrap']} is not reachable[/red]: {doc.get('error')}")
-    t = Table(title="steps")
-    for col in ("step", "workers", "lag"):
+    t = Table(title="steps (lag counts transaction markers too)")
+    for col in ("step", "workers", "lag", "in flight", "records/s", "DLQ/s", "model errors/s"):
         t.add_column(col)
     for step, s in doc["steps"].items():
-        t.add_row(step, str(s["workers"]), str(s["lag"]))
+        t.add_row(step, str(s["workers"]), str(s["lag"]), str(int(s.get("in_flight", 0))),
+                  str(s.get("records_per_s", "-")), str(s.get("dead_letters_per_s", "-")),
+                  str(s.get("model_errors_per_s", "-")))
     console.print(t)
     t2 = Table(title="terminal topics (records, incl. transaction markers)")
     t2.add_column("topic")

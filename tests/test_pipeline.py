@@ -115,3 +115,22 @@ def test_ticket_text_cannot_make_itself_critical_or_extract_the_prompt(pipeline:
         assert not leaks_prompt(case["reply"] or "")
         other = "globex" if case["tenant_id"] == "acme" else "acme"
         assert other not in (case["reply"] or "").lower()
+
+
+def test_trace_shows_one_ticket_path_and_outcome(pipeline: Stack, run: tuple[dict, dict]) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+    from streams.trace import trace
+    sent, outcomes = run
+    cid = next(c for c, outs in outcomes.items() if outs[0].topic == RESPONSES)
+    doc = trace(pipeline.bootstrap, cid)
+    topics = [h["topic"] for h in doc["hops"]]
+    assert topics[0] == "tickets.in" and topics.count("tickets.classified") == 4
+    for t in ("tickets.valid", "tickets.joined", "tickets.routed", "tickets.enriched", "tickets.drafts"):
+        assert t in topics
+    assert doc["outcome"]["topic"] == RESPONSES and doc["model_calls"] >= 6
+    assert [h["t_ms"] for h in doc["hops"]] == sorted(h["t_ms"] for h in doc["hops"])
+    result = CliRunner().invoke(app, ["trace", cid], env=pipeline.env)
+    assert result.exit_code == 0 and "outcome: tickets.responses" in result.output
+    assert CliRunner().invoke(app, ["trace", "no-such-ticket"], env=pipeline.env).exit_code == 1
