@@ -18,7 +18,7 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 import openai
 from openai import AsyncOpenAI
 
-from streams import metrics
+from streams import metrics, tracing
 from streams.context import current
 from streams.errors import (InvalidModelOutput, ModelError, ModelRateLimited, ModelRejected, ModelTimeout,
                             ModelUnavailable, StateError)
@@ -89,14 +89,18 @@ class ModelGateway:
         ctx = current()
         tenant = ctx.tenant_id if ctx is not None else ""
         started = time.monotonic()
-        try:
-            resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), timeout + 1.0)
-        except (asyncio.TimeoutError, openai.OpenAIError) as exc:
-            err = _translate(exc)
-            metrics.MODEL_CALLS.labels(model, tenant, err.code).inc()
-            raise err from exc
-        finally:
-            metrics.MODEL_SECONDS.labels(model).observe(time.monotonic() - started)
+        with tracing.model_span(model) as span:
+            try:
+                resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), timeout + 1.0)
+            except (asyncio.TimeoutError, openai.OpenAIError) as exc:
+                err = _translate(exc)
+                metrics.MODEL_CALLS.labels(model, tenant, err.code).inc()
+                span.set_attribute("error.type", err.code)
+                raise err from exc
+            finally:
+                metrics.MODEL_SECONDS.labels(model).observe(time.monotonic() - started)
+            if resp.usage:
+                span.set_attribute("gen_ai.usage.total_tokens", resp.usage.total_tokens)
         if not resp.choices:
             metrics.MODEL_CALLS.labels(model, tenant, "INVALID_OUTPUT").inc()
             raise InvalidModelOutput(f"{model} returned no choices")

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from streams import avro, metrics
+from streams import avro, metrics, tracing
 from streams.context import RecordContext, bind, reset
 from streams.dead_letter import dead_letter_headers, dead_letter_topic, source_id
 from streams.errors import ModelError, TriageError
@@ -329,6 +329,11 @@ class StepRunner:
         started = time.monotonic()
         attempts = 0
         metrics.RECORDS_IN.labels(step).inc()
+        span_cm = tracing.record_span(step, record.headers, {
+            "triage.correlation_id": record.correlation_id, "triage.tenant_id": record.tenant_id,
+            "messaging.destination.name": record.topic, "messaging.kafka.partition": record.partition,
+            "messaging.kafka.offset": record.offset, "triage.attempt": record.attempt})
+        span_cm.__enter__()
         try:
             schema = TOPIC_SCHEMA.get(record.topic)
             if schema is not None:
@@ -369,6 +374,7 @@ class StepRunner:
                 self.stats.max_hol_wait_s = wait
                 metrics.HOL_WAIT.labels(step).set(wait)
         finally:
+            span_cm.__exit__(None, None, None)
             reset(token)
 
     def _finish(self, slot: _Slot, outputs: list[Output]) -> None:
@@ -385,6 +391,9 @@ class StepRunner:
                 headers.update({k: record.headers[k] for k in CARRIED_HEADERS if k in record.headers})
                 headers.setdefault("attempt", str(record.attempt))
             headers.update(e.headers)
+            traceparent = tracing.current_traceparent()
+            if traceparent and record is not None:
+                headers["traceparent"] = traceparent  # the next step's span is a child of this one
             if e.value is None or isinstance(e.value, (bytes, bytearray)):
                 value = bytes(e.value) if e.value is not None else None
             else:

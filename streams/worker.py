@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 from confluent_kafka import KafkaException
 
 from processors.registry import build
+from streams import tracing
 from streams.config import Settings
 from streams.models import ModelGateway
 from streams.kafka_io import KafkaFailure
@@ -45,7 +46,10 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread (tests): the caller owns `stop`
+    if tracing.setup(f"triage-{'+'.join(steps)}"):
+        log.info("exporting spans over OTLP")
     async with AsyncExitStack() as stack:
+        stack.callback(tracing.shutdown)
         gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal())
         stack.push_async_callback(gateway.close)
         redis = connect(settings.redis_url)

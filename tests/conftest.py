@@ -6,13 +6,23 @@ from typing import Iterator
 import pytest
 
 from tests.harness import Stack
+from tests.otlp_receiver import Receiver
 
 
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def otlp() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, otlp: Receiver) -> Iterator[Stack]:
     """The whole pipeline on a real broker and Redis, with the offline models, shared by the tests that
-    only send good traffic and count outcomes by their own correlation IDs."""
-    s = Stack.create(tmp_path_factory.mktemp("triage-home"))
+    only send good traffic and count outcomes by their own correlation IDs. Its workers export spans to
+    the test's OTLP receiver."""
+    s = Stack.create(tmp_path_factory.mktemp("triage-home"), OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+                     OTEL_BSP_SCHEDULE_DELAY="200")
     try:
         s.start()
         yield s

@@ -13,6 +13,11 @@ Modes (per requested model id; see :func:`parse_mode`):
 
 * ``ok``: the offline answer.
 * ``slow:<seconds>``: sleep, then the offline answer.
+* ``latency:<ms>`` / ``latency:lognormal:<median_ms>:<sigma>[:<cap_ms>]``: a model with a latency, for
+  benchmarks: each call sleeps, then gets the offline answer. ``latency:200`` sleeps 200 ms every call (``ms``
+  may follow the number); the lognormal draws each sleep from a lognormal of that median and sigma, capped at
+  ``cap_ms`` (default 5000). Draws come from a ``random.Random`` per model seeded with the model id and the
+  mode, restarted each time the mode is set, so a run is reproducible.
 * ``error:<status>``: that HTTP status (400-599) with an OpenAI-style body ``{"error": {...}}``.
 * ``ratelimit:<seconds>``: 429 with ``retry-after: <seconds>`` and an error body.
 * ``garbage``: 200, content that is not JSON. ``empty``: 200, content ``""``.
@@ -25,7 +30,7 @@ Modes (per requested model id; see :func:`parse_mode`):
 * ``down``: the connection is closed without a response (the client sees a connection error).
 
 Requests that the offline provider would reject (bad JSON, missing fields) are still rejected with its 400
-in the modes that produce an answer (ok, slow, garbage, empty, badlabel, drift, flaky's successes).
+in the modes that produce an answer (ok, slow, latency, garbage, empty, badlabel, drift, flaky's successes).
 
 Control endpoints: ``POST /control`` ``{"model": id | "*", "mode": str, "count": int | null}``;
 ``POST /control/reset``; ``GET /control``; ``GET /log``; ``GET /stats``; ``GET /healthz``; ``GET /v1/models``.
@@ -40,6 +45,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
+import random
 import signal
 import socket
 import subprocess
@@ -92,16 +99,25 @@ _CREATED = 1_700_000_000
 
 @dataclass(frozen=True)
 class Mode:
-    """A parsed mode: ``kind`` (ok, slow, error, ratelimit, garbage, empty, badlabel, drift, flaky, down)
-    and its argument, already validated; ``text`` is the canonical spelling."""
+    """A parsed mode: ``kind`` (ok, slow, latency, error, ratelimit, garbage, empty, badlabel, drift, flaky,
+    down) and its argument, already validated; ``text`` is the canonical spelling.
+
+    For ``latency``, ``label`` is the distribution (``fixed`` or ``lognormal``), ``number`` the latency (the
+    median for lognormal) in ms, ``sigma`` and ``cap`` (ms) the lognormal's shape and ceiling."""
     kind: str
     number: float = 0.0
     label: str = ""
+    sigma: float = 0.0
+    cap: float = 0.0
 
     @property
     def text(self) -> str:
         if self.kind == "drift":
             return f"drift:{self.label}"
+        if self.kind == "latency":
+            if self.label == "lognormal":
+                return f"latency:lognormal:{_num(self.number)}:{_num(self.sigma)}:{_num(self.cap)}"
+            return f"latency:{_num(self.number)}"
         if self.kind in ("slow", "error", "ratelimit", "flaky"):
             return f"{self.kind}:{_num(self.number)}"
         return self.kind
@@ -132,8 +148,11 @@ def parse_mode(text: str) -> Mode:
         if not arg:
             raise ValueError("drift needs a label: drift:<label>")
         return Mode("drift", label=arg)
+    if kind == "latency":
+        return _parse_latency(arg)
     if kind not in ("slow", "error", "ratelimit", "flaky"):
-        raise ValueError(f"unknown mode {text!r}; modes: ok, slow:<s>, error:<status>, ratelimit:<s>, "
+        raise ValueError(f"unknown mode {text!r}; modes: ok, slow:<s>, latency:<ms>, "
+                         "latency:lognormal:<median_ms>:<sigma>[:<cap_ms>], error:<status>, ratelimit:<s>, "
                          "garbage, empty, badlabel, drift:<label>, flaky:<p>, down")
     try:
         number = float(arg)
@@ -146,6 +165,44 @@ def parse_mode(text: str) -> Mode:
     if kind in ("slow", "ratelimit") and not 0.0 <= number <= 3600.0:
         raise ValueError(f"{kind}:<seconds> needs 0 to 3600 seconds")
     return Mode(kind, number=number)
+
+
+LATENCY_CAP_MS = 5000.0
+_LATENCY_HELP = "latency:<ms> or latency:lognormal:<median_ms>:<sigma>[:<cap_ms>]"
+
+
+def _ms(text: str) -> float:
+    text = text.strip()
+    value = float(text[:-2] if text.endswith("ms") else text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _parse_latency(arg: str) -> Mode:
+    parts = arg.split(":")
+    try:
+        if parts[0] == "lognormal":
+            if len(parts) not in (3, 4):
+                raise ValueError(arg)
+            median, sigma = _ms(parts[1]), float(parts[2])
+            cap = _ms(parts[3]) if len(parts) == 4 else LATENCY_CAP_MS
+            if not math.isfinite(sigma):
+                raise ValueError(arg)
+        else:
+            if len(parts) != 1:
+                raise ValueError(arg)
+            median, sigma, cap = _ms(parts[0]), 0.0, 0.0
+    except ValueError:
+        raise ValueError(f"latency needs {_LATENCY_HELP}, got latency:{arg}") from None
+    if parts[0] == "lognormal":
+        if not (0.0 < median <= 3_600_000.0 and 0.0 <= sigma <= 10.0 and 0.0 < cap <= 3_600_000.0):
+            raise ValueError("latency:lognormal needs a median of 0 to 3600000 ms, sigma 0 to 10 and a cap "
+                             "of 0 to 3600000 ms")
+        return Mode("latency", number=median, label="lognormal", sigma=sigma, cap=cap)
+    if not 0.0 <= median <= 3_600_000.0:
+        raise ValueError("latency:<ms> needs 0 to 3600000 ms")
+    return Mode("latency", number=median, label="fixed")
 
 
 @dataclass
@@ -165,6 +222,7 @@ class State:
         self.default = _Setting(OK)            # what "*" set; used by models with no setting of their own
         self.settings: dict[str, _Setting] = {}
         self.flaky_calls: Counter[str] = Counter()
+        self.latency_rngs: dict[str, random.Random] = {}
         self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self.stats: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
@@ -174,9 +232,11 @@ class State:
             self.default = _Setting(mode, count)
             self.settings.clear()
             self.flaky_calls.clear()
+            self.latency_rngs.clear()
         else:
             self.settings[model] = _Setting(mode, count)
             self.flaky_calls.pop(model, None)  # a fresh flaky sequence each time the mode is set
+            self.latency_rngs.pop(model, None)  # and a fresh latency sequence
 
     def take(self, model: str) -> Mode:
         """The mode for one call of ``model``, counting the call against a ``count``."""
@@ -195,6 +255,15 @@ class State:
         self.flaky_calls[model] += 1
         draw = int.from_bytes(hashlib.sha256(f"{model}\n{n}".encode()).digest()[:8], "big") / 2**64
         return draw < p
+
+    def latency_s(self, model: str, mode: Mode) -> float:
+        """Seconds one call of ``model`` sleeps in a ``latency`` mode (drawn from the model's seeded RNG)."""
+        if mode.label != "lognormal":
+            return mode.number / 1000.0
+        rng = self.latency_rngs.get(model)
+        if rng is None:
+            rng = self.latency_rngs[model] = random.Random(f"{model}\n{mode.text}")
+        return min(mode.cap, mode.number * math.exp(mode.sigma * rng.gauss(0.0, 1.0))) / 1000.0
 
     def describe(self) -> dict[str, Any]:
         """``{"*": {...}, <every routed id>: {"mode", "remaining"}}``, the modes in effect now."""
@@ -351,6 +420,8 @@ async def _serve(state: State, body: Any) -> tuple[web.Response, str | None, Mod
         raise _Dropped(model, mode)
     if mode.kind == "slow":
         await asyncio.sleep(mode.number)
+    elif mode.kind == "latency":
+        await asyncio.sleep(state.latency_s(model, mode))
     elif mode.kind == "error":
         return _error_for(int(mode.number)), model, mode
     elif mode.kind == "ratelimit":

@@ -90,7 +90,7 @@ class Stack:
         return self
 
     def worker_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "OPENAI_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "OPENAI_", "OTEL_"))}
         env.update(self.env)
         return env
 

@@ -134,3 +134,24 @@ def test_trace_shows_one_ticket_path_and_outcome(pipeline: Stack, run: tuple[dic
     result = CliRunner().invoke(app, ["trace", cid], env=pipeline.env)
     assert result.exit_code == 0 and "outcome: tickets.responses" in result.output
     assert CliRunner().invoke(app, ["trace", "no-such-ticket"], env=pipeline.env).exit_code == 1
+
+
+def test_one_trace_per_ticket_across_every_step(pipeline: Stack, run: tuple[dict, dict], otlp) -> None:  # noqa: ANN001
+    import time
+    _, outcomes = run
+    cid = next(c for c, outs in outcomes.items() if outs[0].topic == RESPONSES)
+    steps = {"ingest", "classify-intent", "classify-language", "classify-priority", "classify-sentiment", "join",
+             "route", "retrieve", "generate", "gate"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        mine = [s for s in otlp.snapshot() if s.attributes.get("triage.correlation_id") == cid]
+        if {s.name.removeprefix("step ") for s in mine} >= steps:
+            break
+        time.sleep(0.5)  # the workers export in batches; this waits for the next one
+    mine = [s for s in otlp.snapshot() if s.attributes.get("triage.correlation_id") == cid]
+    assert {s.name.removeprefix("step ") for s in mine} >= steps, sorted(s.name for s in mine)
+    trace_ids = {s.trace_id for s in mine}
+    assert len(trace_ids) == 1, "the ticket's spans must form one trace"
+    model_spans = [s for s in otlp.snapshot() if s.trace_id in trace_ids and s.name.startswith("model ")]
+    step_ids = {s.span_id for s in mine}
+    assert len(model_spans) >= 6 and all(m.parent_id in step_ids for m in model_spans)

@@ -1,0 +1,470 @@
+"""The human queue behind the page: what is in it (:class:`QueueIndex`) and what a person does with it
+(:class:`Resolver`).
+
+Reading: one background consumer (a thread, ``read_committed``, no consumer group, nothing committed) reads
+``tickets.escalations``, every ``tickets.dlq.<step>``, the replay ledger ``triage.dlq.replays`` and the
+resolution ledger ``triage.human.resolutions`` from the beginning into memory, then follows them; it picks up
+new topics and partitions every few seconds. Requests read the index, never Kafka; the page is as fresh as the
+consumer (well under a second behind the committed log). Actions taken here are also noted in the index at
+once, so the agent who acts sees the result on the next page.
+
+Tenants: an entry belongs to the tenant in its ``tenant_id`` header. Dead letters of ``ingest`` carry no such
+header (ingest failed before it knew the tenant), so for them the tenant the ticket itself claims is used
+(``tenant_id`` of the JSON or Avro body, when it parses). Entries whose header and Case disagree belong to no
+one and are shown to no one.
+
+Answering: the answer (the queued Case with ``reply`` = the text, ``writer_model = "human"``) goes to
+``tickets.responses`` and the resolution to the compacted ``triage.human.resolutions`` (key
+``<tenant>/<topic>/<partition>/<offset>``) in one Kafka transaction (``transactional.id`` ``triage.ui.<tenant>``),
+so a ticket is never answered without leaving the queue, nor leaves it unanswered.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from processors.case import evolve, new_case
+from streams import avro, dlq
+from streams.client import decode_value
+from streams.kafka_io import KafkaFailure, encode_headers, producer_config
+from streams.records import CARRIED_HEADERS, decode_headers
+from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, RESPONSES, STEPS, TOPIC_SCHEMA, dlq_topic
+
+log = logging.getLogger("triage.ui")
+
+RESOLUTIONS = "triage.human.resolutions"
+QUEUE_TOPICS: tuple[str, ...] = (ESCALATIONS, *(dlq_topic(s) for s in STEPS))
+LEDGERS: tuple[str, ...] = (RESOLUTIONS, DLQ_REPLAYS)
+ESCALATION, DEAD_LETTER = "escalation", "dead-letter"
+MAX_ANSWER_CHARS = 20_000
+
+
+class QueueError(Exception):
+    """An action that cannot be done; ``status`` is the HTTP status that says why."""
+
+    status = 400
+
+
+class NotAnswerable(QueueError):
+    status = 422
+
+
+class NotReplayable(QueueError):
+    status = 422
+
+
+class AlreadyResolved(QueueError):
+    status = 409
+
+
+class Ambiguous(QueueError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One record of the queue: an escalation or a dead letter, with what the list shows of it."""
+
+    kind: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    headers: Mapping[str, str]
+    raw: bytes | None
+    tenant: str | None
+    correlation_id: str
+    step: str
+    reason: str
+    subject: str
+    attempt: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def source_topic(self) -> str:
+        """The topic a dead letter's bytes came from (``dlq.source``), or the entry's own topic."""
+        if self.kind == ESCALATION:
+            return self.topic
+        return self.headers.get("dlq.source", "").split("/")[0]
+
+    @property
+    def replay_step(self) -> str:
+        return self.topic.removeprefix("tickets.dlq.")
+
+    def value(self) -> Any:
+        """The body for humans: a Case, a Classification, a ticket (JSON or ``{"avro": ...}``) or raw text."""
+        return decode_value(self.source_topic, self.raw)
+
+    def case(self) -> dict[str, Any] | None:
+        """The Case this entry carries, if its body is one."""
+        if TOPIC_SCHEMA.get(self.source_topic) != avro.CASE:
+            return None
+        try:
+            return avro.decode(self.raw, avro.CASE)
+        except Exception:  # noqa: BLE001 - a dead letter's bytes may be anything
+            return None
+
+    def ticket(self) -> dict[str, Any] | None:
+        """The ticket fields of the body, whichever shape it has."""
+        return _ticket_of(self.value())
+
+
+def _ticket_of(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("ticket"), dict):  # a Case
+        return {"tenant_id": value.get("tenant_id"), **value["ticket"]}
+    if isinstance(value.get("avro"), dict):  # an Avro Ticket that could not be read as the topic's schema
+        return value["avro"]
+    if "body" in value or "subject" in value or "tenant_id" in value:  # a JSON ticket
+        return value
+    return None
+
+
+def _int(raw: str | None, default: int) -> int:
+    try:
+        return int(raw) if raw not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def make_entry(topic: str, partition: int, offset: int, timestamp_ms: int, key: str | None,
+               headers: Mapping[str, str], raw: bytes | None) -> Entry:
+    """An index entry for one record of a queue topic."""
+    kind = ESCALATION if topic == ESCALATIONS else DEAD_LETTER
+    probe = Entry(kind, topic, partition, offset, timestamp_ms, key, headers, raw, None, "", "", "", "", 1)
+    value = probe.value()
+    ticket = _ticket_of(value) or {}
+    claimed = ticket.get("tenant_id") if isinstance(ticket.get("tenant_id"), str) else None
+    header_tenant = headers.get("tenant_id") or None
+    if header_tenant and claimed and header_tenant != claimed and isinstance(value, dict) and "ticket" in value:
+        tenant = None  # a Case whose header and body disagree: nobody's
+    else:
+        tenant = header_tenant or claimed
+    if kind == ESCALATION:
+        case = value if isinstance(value, dict) else {}
+        reason = case.get("escalation_reason") or headers.get("escalation.reason") or "UNKNOWN"
+        trail = case.get("trail") or []
+        step = "gate" if reason == "QUALITY_GATE" else (trail[-1].split(":", 1)[0] if trail else "route")
+        if step not in STEPS:
+            step = "route"
+        ts = timestamp_ms
+    else:
+        reason = headers.get("dlq.reason") or "UNKNOWN"
+        step = headers.get("dlq.step") or topic.removeprefix("tickets.dlq.")
+        ts = _int(headers.get("dlq.ts"), timestamp_ms)
+    subject = ticket.get("subject") if isinstance(ticket.get("subject"), str) else ""
+    return Entry(kind, topic, partition, offset, ts, key, dict(headers), raw, tenant,
+                 headers.get("correlation_id") or key or "", step, reason, subject,
+                 max(1, _int(headers.get("attempt"), 1)))
+
+
+def resolution_key(tenant: str, entry: Entry) -> str:
+    return f"{tenant}/{entry.id}"
+
+
+def ensure_resolutions_topic(bootstrap: str, partitions: int) -> None:
+    """Create the compacted resolution ledger if it is missing (replication: the cluster's default)."""
+    from streams.services.kafka_broker import TopicSpec, ensure_topics
+
+    ensure_topics(bootstrap, [TopicSpec(RESOLUTIONS, partitions, -1, {"cleanup.policy": "compact"})])
+
+
+class QueueIndex:
+    """Every queue entry and ledger record, in memory, kept current by one background consumer."""
+
+    def __init__(self, bootstrap: str, *, refresh_s: float = 5.0) -> None:
+        self.bootstrap = bootstrap
+        self._refresh_s = refresh_s
+        self._entries: dict[str, Entry] = {}
+        self._resolutions: dict[str, dict[str, Any]] = {}
+        self._replays: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> "QueueIndex":
+        self._thread = threading.Thread(target=self._run, name="triage-ui-index", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once the index has read every topic to the end it had when the index started."""
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception:  # noqa: BLE001 - keep serving what we have; try again shortly
+                log.exception("queue index consumer failed; restarting it in 2s")
+                self._stop.wait(2)
+
+    def _follow(self) -> None:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"triage.ui.reader.{uuid.uuid4()}",
+                      "enable.auto.commit": False, "isolation.level": "read_committed",
+                      "auto.offset.reset": "earliest", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
+        assigned: set[tuple[str, int]] = set()
+        awaiting_eof: set[tuple[str, int]] = set()
+        try:
+            def refresh() -> None:
+                md = c.list_topics(timeout=10)
+                new = [(t, p) for t in (*QUEUE_TOPICS, *LEDGERS) if t in md.topics
+                       for p in md.topics[t].partitions if (t, p) not in assigned]
+                if new:
+                    c.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in new])
+                    assigned.update(new)
+                    if not self._ready.is_set():
+                        awaiting_eof.update(new)
+
+            refresh()
+            next_refresh = time.monotonic() + self._refresh_s
+            while not self._stop.is_set():
+                for m in c.consume(500, 0.2):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            awaiting_eof.discard((m.topic(), m.partition()))
+                        else:
+                            log.debug("queue index: %s", err)
+                        continue
+                    self._add(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(),
+                              decode_headers(m.headers()), m.value())
+                if not awaiting_eof and not self._ready.is_set():
+                    self._ready.set()
+                if time.monotonic() >= next_refresh:
+                    refresh()
+                    next_refresh = time.monotonic() + self._refresh_s
+        finally:
+            c.close()
+
+    def _add(self, topic: str, partition: int, offset: int, ts: int, key: bytes | None,
+             headers: dict[str, str], raw: bytes | None) -> None:
+        k = key.decode("utf-8", "replace") if key else None
+        if topic in (RESOLUTIONS, DLQ_REPLAYS):
+            table = self._resolutions if topic == RESOLUTIONS else self._replays
+            if not k:
+                return
+            with self._lock:
+                if raw is None:
+                    table.pop(k, None)
+                    return
+                try:
+                    info = json.loads(raw)
+                except ValueError:
+                    info = {}
+                table[k] = info if isinstance(info, dict) else {}
+            return
+        try:
+            entry = make_entry(topic, partition, offset, ts, k, headers, raw)
+        except Exception:  # noqa: BLE001 - one odd record must not stop the index
+            log.warning("queue index: cannot read %s/%s/%s", topic, partition, offset, exc_info=True)
+            return
+        with self._lock:
+            self._entries[entry.id] = entry
+
+    # ---- queries (always per tenant) -------------------------------------------------------------------
+    def entries(self, tenant: str, *, reason: str | None = None, step: str | None = None, kind: str | None = None,
+                include_resolved: bool = False) -> list[Entry]:
+        """The tenant's entries, newest first; resolved ones only if asked for."""
+        with self._lock:
+            rows = [e for e in self._entries.values() if e.tenant == tenant
+                    and (include_resolved or resolution_key(tenant, e) not in self._resolutions)
+                    and (reason is None or e.reason == reason) and (step is None or e.step == step)
+                    and (kind is None or e.kind == kind)]
+        rows.sort(key=lambda e: (e.timestamp_ms, e.offset), reverse=True)
+        return rows
+
+    def get(self, tenant: str, ident: str) -> Entry | None:
+        """The entry ``topic/partition/offset`` if it exists *and* is the tenant's; otherwise None."""
+        with self._lock:
+            e = self._entries.get(ident)
+        return e if e is not None and e.tenant == tenant else None
+
+    def resolution(self, tenant: str, entry: Entry) -> dict[str, Any] | None:
+        with self._lock:
+            return self._resolutions.get(resolution_key(tenant, entry))
+
+    def replay_of(self, entry: Entry) -> dict[str, Any] | None:
+        with self._lock:
+            return self._replays.get(entry.id)
+
+    def foreign_twins(self, entry: Entry, tenant: str) -> list[Entry]:
+        """Unreplayed dead letters of the same step and correlation ID that are not the tenant's (a replay by
+        correlation ID would send them too)."""
+        with self._lock:
+            return [e for e in self._entries.values() if e.topic == entry.topic and e.tenant != tenant
+                    and e.correlation_id == entry.correlation_id and e.id not in self._replays]
+
+    def note_resolution(self, key: str, info: dict[str, Any]) -> None:
+        with self._lock:
+            self._resolutions[key] = info
+
+    def note_replays(self, ids: Iterable[str], info: dict[str, Any]) -> None:
+        with self._lock:
+            for i in ids:
+                self._replays.setdefault(i, info)
+
+
+def case_for_answer(entry: Entry, tenant: str) -> dict[str, Any]:
+    """The Case an answer by hand is built on: the queued Case, or for a dead letter of ``ingest`` a Case
+    made from the ticket it rejected."""
+    case = entry.case()
+    if case is not None:
+        return case
+    if entry.kind == DEAD_LETTER and entry.source_topic == IN:
+        t = entry.ticket() or {}
+        if t.get("tenant_id") == tenant and isinstance(t.get("body"), str) and entry.correlation_id:
+            fields = {k: (t.get(k) if isinstance(t.get(k), str) else None)
+                      for k in ("subject", "body", "ticket_id", "customer_id", "channel")}
+            case = new_case(entry.correlation_id, tenant, fields, entry.timestamp_ms)
+            case["trail"] = [f"ingest: dead-lettered ({entry.reason})"]
+            return case
+    raise NotAnswerable("this entry carries no ticket that can be answered")
+
+
+class Resolver:
+    """The write side: answers by hand (one transaction per answer) and replays of dead letters."""
+
+    def __init__(self, bootstrap: str, index: QueueIndex) -> None:
+        self.bootstrap = bootstrap
+        self.index = index
+        self._producers: dict[str, Producer] = {}
+        self._tenant_locks: dict[str, threading.Lock] = {}
+        self._step_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, table: dict[str, threading.Lock], name: str) -> threading.Lock:
+        with self._guard:
+            return table.setdefault(name, threading.Lock())
+
+    def close(self) -> None:
+        for p in self._producers.values():
+            p.flush(5)
+        self._producers.clear()
+
+    # ---- answer by hand --------------------------------------------------------------------------------
+    def answer(self, tenant: str, entry: Entry, text: str, *, now: Callable[[], float] = time.time) -> dict[str, Any]:
+        if entry.tenant != tenant:
+            raise QueueError("not this tenant's entry")
+        text = text.strip()
+        if not text:
+            raise NotAnswerable("the answer is empty")
+        if len(text) > MAX_ANSWER_CHARS:
+            raise NotAnswerable(f"the answer has {len(text)} characters; the limit is {MAX_ANSWER_CHARS}")
+        key = resolution_key(tenant, entry)
+        with self._lock(self._tenant_locks, tenant):
+            if self.index.resolution(tenant, entry) is not None:
+                raise AlreadyResolved("this entry has already been answered")
+            case = case_for_answer(entry, tenant)
+            out = evolve(case, "human: answered by hand in the queue", reply=text, writer_model="human",
+                         citations=[], route="human")
+            cid = entry.correlation_id or case["correlation_id"]
+            headers = {k: entry.headers[k] for k in CARRIED_HEADERS if entry.headers.get(k)}
+            headers.update({"correlation_id": cid, "tenant_id": tenant, "attempt": str(entry.attempt),
+                            "resolution": "human", "resolves": entry.id})
+            ts = int(now() * 1000)
+            info = {"resolution": "human", "correlation_id": cid, "attempt": entry.attempt, "resolved_at_ms": ts,
+                    "response_topic": RESPONSES}
+            delivered = self._transact(tenant, [
+                (RESPONSES, cid, avro.encode(avro.CASE, out), headers),
+                (RESOLUTIONS, key, json.dumps(info).encode(), {"tenant_id": tenant}),
+            ])
+            response = delivered[0]
+            info["response"] = f"{response[0]}/{response[1]}/{response[2]}"
+            self.index.note_resolution(key, info)
+        log.info("tenant %s answered %s (correlation id %s) by hand -> %s", tenant, entry.id, cid, info["response"])
+        return {"resolves": entry.id, "correlation_id": cid, "attempt": entry.attempt, "response": info["response"],
+                "resolution_key": key}
+
+    def _producer(self, tenant: str) -> Producer:
+        p = self._producers.get(tenant)
+        if p is None:
+            p = Producer(producer_config(self.bootstrap, f"triage.ui.{tenant}", {"log_level": 3}))
+            p.init_transactions(30)
+            self._producers[tenant] = p
+        return p
+
+    def _transact(self, tenant: str, records: list[tuple[str, str, bytes, dict[str, str]]]) -> list[tuple[str, int, int]]:
+        """Produce ``records`` in one transaction; the (topic, partition, offset) of each, in order."""
+        for attempt in (1, 2):
+            p = self._producer(tenant)
+            delivered: dict[int, tuple[str, int, int]] = {}
+            errors: list[str] = []
+
+            def report(i: int) -> Callable[[KafkaError | None, Any], None]:
+                def cb(err: KafkaError | None, msg: Any) -> None:
+                    if err is not None:
+                        errors.append(str(err))
+                    else:
+                        delivered[i] = (msg.topic(), msg.partition(), msg.offset())
+                return cb
+
+            try:
+                p.begin_transaction()
+                for i, (topic, key, value, headers) in enumerate(records):
+                    p.produce(topic, key=key.encode(), value=value, headers=encode_headers(headers),
+                              on_delivery=report(i))
+                p.flush(30)
+                if errors or len(delivered) != len(records):
+                    raise KafkaException(KafkaError(KafkaError._FAIL, f"not delivered: {errors}"))
+                p.commit_transaction(30)
+                return [delivered[i] for i in range(len(records))]
+            except KafkaException as exc:
+                try:
+                    p.abort_transaction(10)
+                except KafkaException:
+                    pass
+                # A fenced or otherwise broken producer is replaced; the aborted transaction left nothing.
+                self._producers.pop(tenant, None)
+                if attempt == 2:
+                    raise KafkaFailure.of(exc) from exc
+                log.warning("answer transaction for tenant %s failed (%s); retrying once", tenant, exc)
+        raise AssertionError("unreachable")
+
+    # ---- replay ----------------------------------------------------------------------------------------
+    def replay(self, tenant: str, entry: Entry) -> dict[str, Any]:
+        if entry.tenant != tenant:
+            raise QueueError("not this tenant's entry")
+        if entry.kind != DEAD_LETTER:
+            raise NotReplayable("only dead letters can be replayed")
+        if not entry.correlation_id:
+            raise NotReplayable("this dead letter has no correlation ID; replay it with `triage dlq replay`")
+        if not entry.source_topic:
+            raise NotReplayable("this dead letter has no dlq.source header; there is nowhere to replay it")
+        if self.index.foreign_twins(entry, tenant):
+            raise Ambiguous("another tenant has a dead letter with this correlation ID in this step; "
+                            "replay by entry id with `triage dlq replay` instead")
+        step = entry.replay_step
+        with self._lock(self._step_locks, step):
+            report = dlq.replay(self.bootstrap, step, correlation_id=entry.correlation_id)
+        info = {"ts": str(int(time.time() * 1000)), "correlation_id": entry.correlation_id, "by": "ui"}
+        self.index.note_replays(report.ids, info)
+        if entry.id not in report.ids and report.already and self.index.replay_of(entry) is None:
+            self.index.note_replays([entry.id], info)  # "already": the ledger has it; the index will too
+        log.info("tenant %s replayed %s (correlation id %s): %d sent, %d already", tenant, entry.id,
+                 entry.correlation_id, report.replayed, report.already)
+        return {"selected": report.selected, "replayed": report.replayed, "already": report.already,
+                "ids": list(report.ids)}
