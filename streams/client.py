@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams import avro
-from streams.kafka_io import producer_config
+from streams.kafka_io import base_config, producer_config
 from streams.records import decode_headers
 from streams.topology import IN, TOPIC_SCHEMA, terminal_topics
 
@@ -123,9 +123,9 @@ def read(bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True, 
     Ends after ``timeout`` seconds in all, or ``idle`` seconds without a record, or at ``max_records``, or
     when ``stop(record)`` says so.
     """
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"triage.reader.{uuid.uuid4()}",
-                  "enable.auto.commit": False, "isolation.level": "read_committed",
-                  "auto.offset.reset": "earliest" if from_beginning else "latest", "fetch.wait.max.ms": 50})
+    c = Consumer(base_config(bootstrap, **{
+        "group.id": f"triage.reader.{uuid.uuid4()}", "enable.auto.commit": False, "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest" if from_beginning else "latest", "fetch.wait.max.ms": 50}))
     try:
         md = c.list_topics(timeout=10)
         parts = []

@@ -6,6 +6,7 @@ the project starts itself, and the offline model server when no ``OPENAI_BASE_UR
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -35,6 +36,19 @@ REMOTE_MODELS: Mapping[str, tuple[str, ...]] = {
     "generate-strong": ("gpt-4o",),
     "gate": ("gpt-4o-mini",),
 }
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def redact(props: Mapping[str, str]) -> dict[str, str]:
+    return {k: ("***" if any(w in k.lower() for w in _SECRET_WORDS) else v) for k, v in props.items()}
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:pw@host`` -> ``redis://user:***@host``."""
+    import re
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 class Secret(str):
@@ -98,6 +112,14 @@ class Settings:
     loop: LoopGuards = field(default_factory=LoopGuards)
     response_cache: bool = False
     """Reuse the reply to an identical question of the same tenant (off: answers must be fresh by default)."""
+    kafka: Mapping[str, str] = field(default_factory=dict)
+    """librdkafka properties for every client (SASL/TLS...), from [kafka] or TRIAGE_KAFKA_*."""
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug logs: never with a secret in them.
+        shown = {k: v for k, v in self.__dict__.items() if k not in ("api_key", "kafka", "redis_url")}
+        return (f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())}, api_key='***', "
+                f"redis_url={redact_url(self.redis_url)!r}, kafka={redact(self.kafka)!r})")
 
     def policy(self, step: str) -> StepPolicy:
         return StepPolicy(models=self.models[step], timeout_s=self.step_timeout_s, retry=self.retry,
@@ -124,9 +146,57 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def file_env(path: Path) -> dict[str, str]:
+    """A config file (TOML) as the environment variables it stands for.
+
+    Top-level keys are the variable names without ``TRIAGE_`` (``bootstrap = "..."`` is TRIAGE_BOOTSTRAP);
+    ``[models]`` holds chains (``generate = ["a", "b"]`` is TRIAGE_MODEL_GENERATE); ``[kafka]`` holds librdkafka
+    properties passed to every client (``"sasl.password" = "..."`` is TRIAGE_KAFKA_SASL_PASSWORD); ``[openai]``
+    holds ``base_url`` and ``api_key``. See deploy/triage.example.toml.
+    """
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SystemExit(f"cannot read config file {path}: {exc}") from None
+    out: dict[str, str] = {}
+    for key, value in doc.items():
+        if key == "models" and isinstance(value, dict):
+            for step, chain in value.items():
+                out[f"TRIAGE_MODEL_{step.upper().replace('-', '_')}"] = ",".join(chain) if isinstance(chain, list) else str(chain)
+        elif key == "kafka" and isinstance(value, dict):
+            for prop, v in value.items():
+                out[kafka_env_name(prop)] = str(v)
+        elif key == "openai" and isinstance(value, dict):
+            for k, v in value.items():
+                out[f"OPENAI_{k.upper()}"] = str(v)
+        elif isinstance(value, list):
+            out[f"TRIAGE_{key.upper()}"] = ",".join(map(str, value))
+        else:
+            out[f"TRIAGE_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def kafka_env_name(prop: str) -> str:
+    return "TRIAGE_KAFKA_" + prop.upper().replace(".", "_")
+
+
+def kafka_properties(env: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka properties from TRIAGE_KAFKA_* (``TRIAGE_KAFKA_SECURITY_PROTOCOL`` -> ``security.protocol``)."""
+    return {k.removeprefix("TRIAGE_KAFKA_").lower().replace("_", "."): v
+            for k, v in env.items() if k.startswith("TRIAGE_KAFKA_")}
+
+
+def merged_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The config file (TRIAGE_CONFIG, else ./triage.toml if present) overridden by the environment."""
+    env = dict(os.environ if env is None else env)
+    path = env.get("TRIAGE_CONFIG") or ("triage.toml" if Path("triage.toml").is_file() else "")
+    return {**file_env(Path(path)), **env} if path else env
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from ``env`` (default: the process environment). Exits with a clear message on bad values."""
-    env = os.environ if env is None else env
+    """Read settings from the config file and ``env`` (default: the process environment; the environment
+    wins). Exits with a clear message on bad values."""
+    env = merged_env(env)
     home = Path(env.get("TRIAGE_HOME") or (REPO_ROOT / ".triage")).resolve()
     redis_port = _int(env, "TRIAGE_REDIS_PORT", 6390)
     redis_url = env.get("TRIAGE_REDIS_URL") or ""
@@ -171,4 +241,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                         max_calls=_int(env, "TRIAGE_BUDGET_CALLS", 16),
                         max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000)),
         response_cache=(env.get("TRIAGE_RESPONSE_CACHE") or "0").lower() in ("1", "true", "yes", "on"),
+        kafka=kafka_properties(env),
     )

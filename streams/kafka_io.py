@@ -4,6 +4,7 @@ librdkafka's client errors are translated here into :class:`KafkaFailure` with t
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -25,9 +26,21 @@ class KafkaFailure(Exception):
                    retriable=err.retriable())
 
 
+@lru_cache(maxsize=1)
+def security() -> dict[str, str]:
+    """librdkafka properties every client gets (SASL/TLS...): [kafka] of the config file and TRIAGE_KAFKA_*.
+    Read once per process; the process's configuration does not change while it runs."""
+    from streams.config import kafka_properties, merged_env
+    return kafka_properties(merged_env())
+
+
+def base_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, **security(), **extra}
+
+
 def producer_config(bootstrap: str, transactional_id: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+        **base_config(bootstrap),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -45,7 +58,7 @@ def producer_config(bootstrap: str, transactional_id: str | None, extra: dict[st
 
 def consumer_config(bootstrap: str, group: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+        **base_config(bootstrap),
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -64,8 +77,8 @@ def consumer_config(bootstrap: str, group: str, extra: dict[str, Any] | None = N
 
 def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 30.0) -> Iterator[tuple[bytes | None, bytes | None]]:
     """Every committed (key, value) of one partition, from the beginning to the current end."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "triage.restore", "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True})
+    c = Consumer(base_config(bootstrap, **{"group.id": "triage.restore", "enable.auto.commit": False,
+                                           "isolation.level": "read_committed", "enable.partition.eof": True}))
     try:
         low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
         if high <= low:

@@ -88,8 +88,10 @@ class StepRunner:
         self.step, self.ctx, self.instance = step, ctx, instance
         self.settings = ctx.settings
         self.stats = Stats()
-        self._consumer_conf = consumer_config(self.settings.bootstrap, group_id(step.name), consumer_extra)
-        self._producer_conf = producer_config(self.settings.bootstrap, f"triage.{step.name}.{instance}", producer_extra)
+        self._consumer_conf = consumer_config(self.settings.bootstrap, group_id(step.name),
+                                              {**self.settings.kafka, **(consumer_extra or {})})
+        self._producer_conf = producer_config(self.settings.bootstrap, f"triage.{step.name}.{instance}",
+                                              {**self.settings.kafka, **(producer_extra or {})})
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._extra: list[Output] = []
         self._events: list[tuple[str, list[tuple[str, int]]]] = []

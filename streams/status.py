@@ -9,6 +9,7 @@ from rich.table import Table
 
 from processors.registry import build
 from streams.config import Settings
+from streams.kafka_io import base_config
 from streams.services import proc
 from streams.topology import STEPS, group_id, terminal_topics
 
@@ -94,7 +95,7 @@ def collect(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
                            "processes": running, "brokers": _brokers(settings, running), "steps": {},
                            "terminal": {}, "reachable": True}
     try:
-        probe = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "triage.status"})
+        probe = Consumer(base_config(settings.bootstrap, **{"group.id": "triage.status"}))
         md = probe.list_topics(timeout=5)
     except KafkaException as exc:
         doc["reachable"] = False
@@ -104,7 +105,7 @@ def collect(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
         for step in STEPS:
             inputs = build(step, settings).inputs
             lag = 0
-            c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group_id(step)})
+            c = Consumer(base_config(settings.bootstrap, **{"group.id": group_id(step)}))
             try:
                 tps = [TopicPartition(t, p) for t in inputs if t in md.topics for p in md.topics[t].partitions]
                 committed = c.committed(tps, timeout=5) if tps else []

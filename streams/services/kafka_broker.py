@@ -18,6 +18,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.kafka_io import base_config
 from streams.services import ServiceError, proc
 
 READY_MESSAGE = "Kafka Server started"
@@ -222,7 +223,7 @@ def broker_ready(bootstrap: str, timeout: float) -> bool:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if not proc.port_open(host.strip("[]") or "127.0.0.1", int(port), timeout=min(timeout, 1.0)):
         return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+    admin = AdminClient({**base_config(bootstrap), "log_level": 0,
                          "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
     try:
         return len(admin.list_topics(timeout=timeout).brokers) > 0
@@ -320,7 +321,7 @@ def ensure_topics(bootstrap: str, topics: list[TopicSpec], timeout: float = 30.0
     """
     if not topics:
         return []
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**base_config(bootstrap), "log_level": 0})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
