@@ -19,12 +19,13 @@ import urllib.request
 from typing import Any
 
 import psutil
+import redis.asyncio as aioredis
 
 from bench.measure import peak_rss_mb
 from bench.pipeline import Pipeline, Trace, correlation_id, sample_tickets
 from streams import config
+from streams.context import configure_logging
 from streams.models import ModelGateway
-from streams.tenant_state import connect
 
 WARMUP = 8
 
@@ -51,7 +52,12 @@ def _cpu(pids: list[int]) -> dict[int, float]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     settings = config.load()
     gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal())
-    redis = connect(settings.redis_url)
+    # streams.tenant_state.connect() caps its pool at 32 connections per process, sized for one step per
+    # worker; with every step of hundreds of tickets in one process, memo calls then waited past the pool's
+    # 5 s timeout. So the in-process lines get a pool as large as their concurrency (same timeouts otherwise).
+    redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=max(32, args.concurrency), timeout=5, socket_timeout=2.0,
+        socket_connect_timeout=2.0, health_check_interval=10))
     pipe = Pipeline(settings, gateway, redis)
     tickets = sample_tickets()
     try:
@@ -141,6 +147,7 @@ def main() -> None:
     ap.add_argument("--extra", type=int, default=0, help="capture: also the last N templates (warm-up)")
     ap.add_argument("--out", required=True, help="where to write the JSON result")
     args = ap.parse_args()
+    configure_logging("WARNING")
     result = asyncio.run(main_async(args))
     with open(args.out, "w") as fh:
         json.dump(result, fh)

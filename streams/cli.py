@@ -35,17 +35,23 @@ def _fail(message: str, code: int = 1) -> None:
 
 @app.command()
 def up(services_only: bool = typer.Option(False, "--services-only", help="Start Kafka and Redis and create topics; no workers."),
-       load_kb: bool = typer.Option(True, "--load-kb/--no-load-kb", help="Load the sample knowledge bases into Redis.")) -> None:
+       load_kb: bool = typer.Option(True, "--load-kb/--no-load-kb", help="Load the sample knowledge bases into Redis."),
+       brokers: Optional[int] = typer.Option(None, "--brokers", min=1, max=9,
+                                             help="Kafka nodes on loopback (3: replication 3, min.insync.replicas 2)."),
+       replicas: int = typer.Option(1, "--replicas", min=1, help="Worker processes per step.")) -> None:
     """Start Kafka (KRaft), Redis, the offline model server, the topics and every step's worker, in the background."""
+    import dataclasses
+
     from streams import stack
     s = _settings()
     try:
-        stack.start_services(s, say=out.print)
+        stack.start_services(s, say=out.print, brokers=brokers)
+        s = dataclasses.replace(s, bootstrap=_settings().bootstrap)  # a new cluster has a new bootstrap
         if load_kb:
             loaded = stack.load_knowledge_bases(s)
             out.print("kb         " + ", ".join(f"{t}: {n} docs" for t, n in loaded.items()))
         if not services_only:
-            stack.start_workers(s, say=out.print)
+            stack.start_workers(s, replicas=replicas, say=out.print)
     except ServiceError as exc:
         _fail(str(exc))
     out.print(f"state in {s.home}; stop everything with `triage down`")
@@ -260,6 +266,29 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         print(json.dumps(doc, indent=2, default=str))
     else:
         render(doc, out)
+
+
+@app.command()
+def ui(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+       port: int = typer.Option(8780, help="Port to listen on."),
+       tokens: Optional[str] = typer.Option(None, envvar="TRIAGE_UI_TOKENS",
+                                            help="tenant:token pairs, comma-separated (default: generated, saved under TRIAGE_HOME).")) -> None:
+    """The human queue for support agents: escalations and dead letters of their tenant; answer or replay."""
+    import secrets
+
+    from streams.ui import serve
+    s = _settings()
+    if tokens:
+        pairs = dict(p.split(":", 1) for p in tokens.split(",") if ":" in p)
+    else:
+        path = s.home / "ui-tokens.json"
+        pairs = json.loads(path.read_text()) if path.exists() else {t: secrets.token_urlsafe(18) for t in s.tenants}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(pairs))
+        path.chmod(0o600)
+        out.print(f"agent tokens per tenant are in {path} (readable by you only)")
+    out.print(f"human queue on http://{host}:{port}/")
+    serve(s, host, port, pairs)
 
 
 @app.command("trace")

@@ -112,6 +112,9 @@ class Settings:
     loop: LoopGuards = field(default_factory=LoopGuards)
     response_cache: bool = False
     """Reuse the reply to an identical question of the same tenant (off: answers must be fresh by default)."""
+    model_outage: str = "dlq"
+    """When every model of a chain is unreachable: 'dlq' settles the ticket now (degraded, escalated or
+    dead-lettered); 'wait' holds it and retries until the step deadline, catching up when the models return."""
     kafka: Mapping[str, str] = field(default_factory=dict)
     """librdkafka properties for every client (SASL/TLS...), from [kafka] or TRIAGE_KAFKA_*."""
 
@@ -144,6 +147,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def _cluster_bootstrap(home: Path) -> str | None:
+    """The bootstrap of the local cluster `triage up --brokers N` started under ``home``, if any."""
+    import json
+    try:
+        return json.loads((home / "cluster.json").read_text())["bootstrap"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def file_env(path: Path) -> dict[str, str]:
@@ -213,7 +225,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     retry = RetryPolicy(attempts=_int(env, "TRIAGE_RETRIES", 3), initial_s=_float(env, "TRIAGE_BACKOFF_S", 0.2))
     return Settings(
         home=home,
-        bootstrap=env.get("TRIAGE_BOOTSTRAP") or "127.0.0.1:9092",
+        bootstrap=env.get("TRIAGE_BOOTSTRAP") or _cluster_bootstrap(home) or "127.0.0.1:9092",
         redis_url=redis_url or f"redis://127.0.0.1:{redis_port}/0",
         redis_port=redis_port,
         manage_redis=not redis_url,
@@ -242,4 +254,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                         max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000)),
         response_cache=(env.get("TRIAGE_RESPONSE_CACHE") or "0").lower() in ("1", "true", "yes", "on"),
         kafka=kafka_properties(env),
+        model_outage=env.get("TRIAGE_MODEL_OUTAGE") or "dlq",
     )

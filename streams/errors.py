@@ -18,7 +18,9 @@ chain is tried; anything else becomes a dead-letter record with ``dlq.reason = e
     │   ├── ModelRejected               MODEL_REJECTED  4xx other than 429, not retryable
     │   └── InvalidModelOutput          INVALID_OUTPUT  unparseable JSON, label outside the set, empty reply
     ├── GuardTripped                    LOOP_CAP / LOOP_REPEAT / BUDGET / TENANT_MISMATCH
-    └── StateError                      STATE_UNAVAILABLE (Redis down), retryable
+    ├── StateError                      STATE_UNAVAILABLE (Redis down), retryable
+    └── Outage                          MODEL_OUTAGE: every model of a chain is away and the policy is to
+                                        wait for it (TRIAGE_MODEL_OUTAGE=wait), retryable until the deadline
 """
 from __future__ import annotations
 
@@ -110,3 +112,14 @@ class GuardTripped(TriageError):
 class StateError(TriageError):
     code = "STATE_UNAVAILABLE"
     retryable = True
+
+
+class Outage(TriageError):
+    """Every model of a chain is unreachable and the configured policy is to wait (catch up) rather than
+    degrade or dead-letter: the runtime retries the record with backoff until the step deadline."""
+
+    code = "MODEL_OUTAGE"
+    retryable = True
+
+
+OUTAGE_CODES = ("MODEL_TIMEOUT", "MODEL_UNAVAILABLE", "MODEL_RATE_LIMITED")

@@ -23,6 +23,7 @@ FALLBACKS = Counter("triage_model_fallbacks_total", "Answers that came from a fa
 MEMO_HITS = Counter("triage_memo_hits_total", "Model calls answered by the memo", ["step"])
 DRIFT_SCORE = Gauge("triage_drift_score", "Jensen-Shannon divergence of a classifier from its baseline", ["classifier"])
 DRIFT_TRIPPED = Gauge("triage_drift_tripped", "1 while a classifier's drift monitor is tripped", ["classifier"])
+CIRCUIT_REJECTED = Counter("triage_circuit_rejected_total", "Model calls refused by an open circuit", ["model"])
 GUARD_TRIPS = Counter("triage_guard_trips_total", "Guards that stopped a ticket", ["guard"])
 
 

@@ -20,8 +20,8 @@ from openai import AsyncOpenAI
 
 from streams import metrics, tracing
 from streams.context import current
-from streams.errors import (InvalidModelOutput, ModelError, ModelRateLimited, ModelRejected, ModelTimeout,
-                            ModelUnavailable, StateError)
+from streams.errors import (OUTAGE_CODES, InvalidModelOutput, ModelError, ModelRateLimited, ModelRejected,
+                            ModelTimeout, ModelUnavailable, Outage, StateError, TriageError)
 from streams.policy import StepPolicy
 from streams.tenant_state import TenantStore
 
@@ -64,6 +64,36 @@ def _translate(exc: Exception) -> ModelError:
     raise exc
 
 
+class CircuitBreaker:
+    """Per model: after ``threshold`` failures in a row, calls fail fast for ``cooldown_s`` (then one call
+    probes). Spares a dead endpoint hundreds of in-flight retries, and them the wait for its timeouts."""
+
+    def __init__(self, threshold: int = 5, cooldown_s: float = 2.0) -> None:
+        self.threshold, self.cooldown_s = threshold, cooldown_s
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+        self._last_code: dict[str, str] = {}
+
+    def check(self, model: str) -> None:
+        until = self._open_until.get(model, 0.0)
+        if until and time.monotonic() < until:
+            metrics.CIRCUIT_REJECTED.labels(model).inc()
+            # The reason stays the model's own (timeouts, 5xx...): the circuit only spares the wait.
+            raise ModelError(f"circuit open for {model} after {self._failures.get(model, 0)} failures in a row",
+                             code=self._last_code.get(model, "MODEL_UNAVAILABLE"), retryable=True)
+
+    def failure(self, model: str, code: str = "MODEL_UNAVAILABLE") -> None:
+        self._last_code[model] = code
+        n = self._failures.get(model, 0) + 1
+        self._failures[model] = n
+        if n >= self.threshold:
+            self._open_until[model] = time.monotonic() + self.cooldown_s
+
+    def success(self, model: str) -> None:
+        self._failures.pop(model, None)
+        self._open_until.pop(model, None)
+
+
 def digest(messages: Sequence[dict[str, Any]], extra: Any = None) -> str:
     blob = json.dumps([messages, extra], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -73,10 +103,21 @@ class ModelGateway:
     """Calls OpenAI-compatible models with a step's policy. One per worker; safe for concurrent records."""
 
     def __init__(self, base_url: str, api_key: str, *, client: AsyncOpenAI | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, outage: str = "dlq",
+                 breaker: "CircuitBreaker | None" = None) -> None:
         # The runtime retries (with the fallback chain), so the client's own retries are off.
         self._client = client or AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
         self._rng = rng or random.Random()
+        self._outage_policy = outage
+        self._breaker = breaker or CircuitBreaker()
+
+    def _outage(self, err: ModelError) -> TriageError:
+        """With TRIAGE_MODEL_OUTAGE=wait, an unreachable chain is an outage to wait out, not a verdict."""
+        if self._outage_policy == "wait" and err.code in OUTAGE_CODES:
+            out = Outage(f"models unreachable, waiting: {err}")
+            out.calls = getattr(err, "calls", 0)  # type: ignore[attr-defined]
+            return out
+        return err
 
     async def close(self) -> None:
         await self._client.close()
@@ -88,12 +129,15 @@ class ModelGateway:
             kwargs["tools"] = tools
         ctx = current()
         tenant = ctx.tenant_id if ctx is not None else ""
+        self._breaker.check(model)
         started = time.monotonic()
         with tracing.model_span(model) as span:
             try:
                 resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), timeout + 1.0)
             except (asyncio.TimeoutError, openai.OpenAIError) as exc:
                 err = _translate(exc)
+                if err.retryable:
+                    self._breaker.failure(model, err.code)
                 metrics.MODEL_CALLS.labels(model, tenant, err.code).inc()
                 span.set_attribute("error.type", err.code)
                 raise err from exc
@@ -105,6 +149,7 @@ class ModelGateway:
             metrics.MODEL_CALLS.labels(model, tenant, "INVALID_OUTPUT").inc()
             raise InvalidModelOutput(f"{model} returned no choices")
         tokens = resp.usage.total_tokens if resp.usage else 0
+        self._breaker.success(model)
         metrics.MODEL_CALLS.labels(model, tenant, "ok").inc()
         metrics.MODEL_TOKENS.labels(model, tenant).inc(tokens)
         return resp.choices[0].message, tokens
@@ -151,7 +196,7 @@ class ModelGateway:
             return message, calls, tokens + used
         assert last is not None
         last.calls = calls  # type: ignore[attr-defined]
-        raise last
+        raise self._outage(last)
 
     async def complete_json(self, policy: StepPolicy, messages: Sequence[dict[str, Any]], validate: Validator[T], *,
                             memo: "Memo | None" = None, chain: tuple[str, ...] | None = None) -> ModelResult[T]:
@@ -199,7 +244,7 @@ class ModelGateway:
         assert last is not None
         last.calls = calls  # type: ignore[attr-defined]
         last.tokens = tokens  # type: ignore[attr-defined]
-        raise last
+        raise self._outage(last)
 
 
 def _parse_json(model: str, content: str | None) -> dict[str, Any]:

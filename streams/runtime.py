@@ -346,15 +346,20 @@ class StepRunner:
                     self._finish(slot, outputs)
                     return
             policy_deadline = self.settings.step_deadline_s
+            deadline = started + policy_deadline
             while True:
                 attempts += 1
                 try:
-                    emits = await asyncio.wait_for(self.step.handle(record, self.ctx), policy_deadline)
+                    left = max(0.001, deadline - time.monotonic())
+                    emits = await asyncio.wait_for(self.step.handle(record, self.ctx), left)
                     outputs = self._encode_all(record, emits)
                     break
                 except TriageError as exc:
-                    if exc.retryable and not isinstance(exc, ModelError) and attempts < self.settings.retry.attempts:
-                        await asyncio.sleep(self.settings.retry.backoff(attempts))
+                    # Infrastructure that is away (Redis, a model outage in "wait" mode) is waited for, with
+                    # backoff, until the step deadline; model answers were already retried by the gateway.
+                    pause = min(5.0, self.settings.retry.backoff(attempts))
+                    if exc.retryable and not isinstance(exc, ModelError) and time.monotonic() + pause < deadline:
+                        await asyncio.sleep(pause)
                         continue
                     calls = getattr(exc, "calls", attempts)
                     outputs = [self._dead_letter(record, exc.code, str(exc), calls)]

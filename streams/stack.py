@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.request
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Callable
 
 from streams.config import REPO_ROOT, Settings
 from streams.services import ServiceError, proc
-from streams.services.kafka_broker import BrokerSpec, TopicSpec, broker_ready, ensure_topics, start_broker, stop_broker
+from streams.services.kafka_broker import BrokerSpec, prepare_cluster, TopicSpec, broker_ready, ensure_topics, start_broker, stop_broker
 from streams.services.redis_server import start_redis, stop_redis
 from streams.topology import DLQ_REPLAYS, IN, JOIN_STATE, STEPS, all_topics
 
@@ -22,17 +23,41 @@ BIG = str(8 * 1024 * 1024)
 OFFLINE = "offline-models"
 
 
+def cluster_file(home: Path) -> Path:
+    return home / "cluster.json"
+
+
+def cluster_size(home: Path) -> int:
+    try:
+        return int(json.loads(cluster_file(home).read_text())["brokers"])
+    except (OSError, ValueError, KeyError):
+        return 1
+
+
+def broker_specs(settings: Settings, brokers: int) -> list[BrokerSpec]:
+    """Nodes on consecutive port pairs from the first bootstrap port: 9092/9093, 9094/9095, ..."""
+    base = _port(settings.bootstrap)
+    voters = ",".join(f"{i}@127.0.0.1:{base + 2 * (i - 1) + 1}" for i in range(1, brokers + 1)) if brokers > 1 else ""
+    return [BrokerSpec(node_id=i, port=base + 2 * (i - 1), controller_port=base + 2 * (i - 1) + 1,
+                       partitions=settings.partitions, voters=voters, internal_replication=min(3, brokers),
+                       heap="1g" if brokers == 1 else "768m")
+            for i in range(1, brokers + 1)]
+
+
 def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
     specs = []
     for name in all_topics():
         config: dict[str, str] = {}
+        if replication >= 3:
+            # acks=all then needs two live replicas: one broker may die without losing a committed record.
+            config["min.insync.replicas"] = "2"
         if name == DLQ_REPLAYS:
-            config = {"cleanup.policy": "compact"}
+            config["cleanup.policy"] = "compact"
         elif name == JOIN_STATE:
-            config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+            config.update({"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"})
         elif name == IN or name.startswith("tickets.dlq."):
             # Oversized tickets must reach ingest (and its DLQ, bytes untouched) to be rejected there.
-            config = {"max.message.bytes": BIG}
+            config["max.message.bytes"] = BIG
         specs.append(TopicSpec(name, settings.partitions, replication, config))
     return specs
 
@@ -68,16 +93,25 @@ def start_offline_models(settings: Settings) -> int | None:
     return pid
 
 
-def start_services(settings: Settings, say: Say = lambda _: None) -> None:
-    """Kafka (unless TRIAGE_BOOTSTRAP names a remote cluster), Redis (unless TRIAGE_REDIS_URL), the offline
-    model server (unless OPENAI_BASE_URL), and every topic. Idempotent."""
+def start_services(settings: Settings, say: Say = lambda _: None, brokers: int | None = None) -> None:
+    """Kafka (unless TRIAGE_BOOTSTRAP names a remote cluster; ``brokers`` nodes on loopback), Redis (unless
+    TRIAGE_REDIS_URL), the offline model server (unless OPENAI_BASE_URL), and every topic. Idempotent."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    if _local_bootstrap(settings):
-        port = _port(settings.bootstrap)
+    size = brokers or cluster_size(settings.home)
+    if size != cluster_size(settings.home) and (settings.home / "kafka").exists() and \
+            any((settings.home / "kafka").glob("node-*/data/meta.properties")):
+        raise ServiceError(f"{settings.home} holds a {cluster_size(settings.home)}-node cluster; `triage down` and "
+                           f"remove {settings.home / 'kafka'} to start one of {size}")
+    if _local_bootstrap(settings) or size > 1:
+        specs = broker_specs(settings, size)
         t = time.monotonic()
-        start_broker(settings.home, REPO_ROOT, BrokerSpec(port=port, controller_port=port + 1,
-                                                          partitions=settings.partitions))
-        say(f"kafka      ready on {settings.bootstrap} ({time.monotonic() - t:.1f}s)")
+        cluster_file(settings.home).write_text(json.dumps(
+            {"brokers": size, "bootstrap": ",".join(sp.bootstrap for sp in specs)}))
+        prepare_cluster(settings.home, REPO_ROOT)
+        # All nodes at once: a KRaft quorum is not ready until a majority of its voters runs.
+        with ThreadPoolExecutor(len(specs)) as pool:
+            list(pool.map(lambda sp: start_broker(settings.home, REPO_ROOT, sp), specs))
+        say(f"kafka      {size} node(s) ready on {', '.join(sp.bootstrap for sp in specs)} ({time.monotonic() - t:.1f}s)")
     elif not broker_ready(settings.bootstrap, 15):
         raise ServiceError(f"no Kafka broker answers at {settings.bootstrap}")
     if settings.manage_redis:
@@ -87,7 +121,7 @@ def start_services(settings: Settings, say: Say = lambda _: None) -> None:
         say(f"models     offline provider on 127.0.0.1:{settings.offline_port}")
     else:
         say(f"models     {settings.model_base_url}")
-    created = ensure_topics(settings.bootstrap, topic_specs(settings))
+    created = ensure_topics(settings.bootstrap, topic_specs(settings, replication=min(3, size)))
     say(f"topics     {len(all_topics())} ready ({len(created)} created)")
 
 

@@ -50,7 +50,7 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
         log.info("exporting spans over OTLP")
     async with AsyncExitStack() as stack:
         stack.callback(tracing.shutdown)
-        gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal())
+        gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal(), outage=settings.model_outage)
         stack.push_async_callback(gateway.close)
         redis = connect(settings.redis_url)
         stack.push_async_callback(redis.aclose)

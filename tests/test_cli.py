@@ -12,7 +12,7 @@ from streams.topology import STEPS
 
 COMMANDS = [[], ["up"], ["supervise"], ["scale"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["status"], ["kb"],
             ["kb", "load"], ["dlq"], ["dlq", "list"],
-            ["dlq", "show"], ["dlq", "replay"], ["trace"]]
+            ["dlq", "show"], ["dlq", "replay"], ["trace"], ["ui"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "triage")

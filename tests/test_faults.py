@@ -61,7 +61,9 @@ def test_slow_classifier_times_out_and_the_join_names_it(faulty: Stack, fake: Fa
         case = value(o)
         assert case["missing"] == ["intent"]
         assert any("intent:MODEL_TIMEOUT" in line for line in case["trail"]), case["trail"]
-    assert sum(1 for r in fake.log() if r["model"] == "fake-intent") >= 16  # two tries per ticket
+    # Each ticket's first try reached the model; the circuit breaker (5 failures in a row) refused most
+    # second tries locally instead of waiting for another timeout.
+    assert sum(1 for r in fake.log() if r["model"] == "fake-intent") >= 8
 
 
 def test_5xx_falls_back_to_the_next_model_of_the_chain(faulty: Stack, fake: FakeModels) -> None:
@@ -70,7 +72,7 @@ def test_5xx_falls_back_to_the_next_model_of_the_chain(faulty: Stack, fake: Fake
     outs = _run(faulty, _routine(8, 10), "5xx-")
     writers = {value(o)["writer_model"] for o in outs.values() if o.topic == RESPONSES}
     assert "fake-writer-b" in writers and "fake-writer" not in writers, writers
-    assert fake.stats()["fake-writer"].get("500", 0) >= 16
+    assert fake.stats()["fake-writer"].get("500", 0) >= 5  # then the circuit opened and spared the rest
 
 
 def test_429_retry_after_is_honoured(faulty: Stack, fake: FakeModels) -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from streams import avro
 from streams.client import Out, read
 from streams.topology import ESCALATIONS, RESPONSES
-from streams.ui.app import make_app
+from streams.ui.app import INDEX, make_app
 from streams.ui.queue import RESOLUTIONS
 from tests.harness import Stack, free_port, sample_tickets
 
@@ -42,6 +42,7 @@ class UiServer:
     def start(self) -> "UiServer":
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(60)
+        assert self.app[INDEX].wait_ready(30), "the queue index never caught up with Kafka"
         return self
 
     async def _start(self) -> None:

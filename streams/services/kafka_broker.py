@@ -197,6 +197,11 @@ def _cluster_id(home: Path, java: str, libs: Path) -> str:
     return lines[-1]
 
 
+def prepare_cluster(home: Path, repo_root: Path) -> str:
+    """Resolve the jars and fix the cluster id once, before the nodes of a quorum start side by side."""
+    return _cluster_id(Path(home).resolve(), _java(), resolve_jars(Path(home).resolve(), Path(repo_root).resolve()))
+
+
 def write_config(home: Path, spec: BrokerSpec) -> Path:
     """Write ``home/kafka/node-<id>/server.properties`` for ``spec`` and return its path."""
     node = spec.node_dir(home)

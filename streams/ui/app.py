@@ -32,6 +32,10 @@ AUTH = web.AppKey("auth", Auth)
 INDEX = web.AppKey("index", QueueIndex)
 RESOLVER = web.AppKey("resolver", Resolver)
 SETTINGS = web.AppKey("settings", Settings)
+# Request storage keys (typed keys where this aiohttp has them: 3.12+).
+_RequestKey = getattr(web, "RequestKey", None)
+TENANT: Any = _RequestKey("tenant", str) if _RequestKey else "tenant"
+SESSION: Any = _RequestKey("session", Session) if _RequestKey else "session"
 
 PUBLIC = {"/login", "/ui.css", "/healthz"}
 READY_WAIT_S = 15.0
@@ -56,14 +60,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if tenant is None:
             return web.json_response({"error": "unauthorized"}, status=401,
                                      headers={"WWW-Authenticate": 'Bearer realm="triage"'})
-        request["tenant"] = tenant
+        request[TENANT] = tenant
         return await handler(request)
     session = auth.session(request.cookies.get(COOKIE))
     if session is None:
         if request.method == "GET":
             raise web.HTTPSeeOther("/login")
         return web.Response(status=401, text=views.error_page(401, "Log in first."), content_type="text/html")
-    request["tenant"], request["session"] = session.tenant, session
+    request[TENANT], request[SESSION] = session.tenant, session
     if request.method == "POST":
         form = await request.post()
         if not auth.check_csrf(session, form.get("csrf") if isinstance(form.get("csrf"), str) else None):
@@ -84,11 +88,11 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def _tenant(request: web.Request) -> str:
-    return request["tenant"]
+    return request[TENANT]
 
 
 def _csrf(request: web.Request) -> str:
-    session: Session = request["session"]
+    session: Session = request[SESSION]
     return request.app[AUTH].csrf_token(session)
 
 

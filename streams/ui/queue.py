@@ -33,7 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from processors.case import evolve, new_case
 from streams import avro, dlq
 from streams.client import decode_value
-from streams.kafka_io import KafkaFailure, encode_headers, producer_config
+from streams.kafka_io import KafkaFailure, base_config, encode_headers, producer_config
 from streams.records import CARRIED_HEADERS, decode_headers
 from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, RESPONSES, STEPS, TOPIC_SCHEMA, dlq_topic
 
@@ -223,9 +223,10 @@ class QueueIndex:
                 self._stop.wait(2)
 
     def _follow(self) -> None:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"triage.ui.reader.{uuid.uuid4()}",
-                      "enable.auto.commit": False, "isolation.level": "read_committed",
-                      "auto.offset.reset": "earliest", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
+        c = Consumer(base_config(self.bootstrap, **{
+            "group.id": f"triage.ui.reader.{uuid.uuid4()}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100}))
         assigned: set[tuple[str, int]] = set()
         awaiting_eof: set[tuple[str, int]] = set()
         try:

@@ -46,7 +46,7 @@ button.primary { font:inherit; background:var(--accent); color:#fff; border:0; b
 button.secondary { font:inherit; background:#fff; color:var(--accent); border:1px solid var(--accent);
                    border-radius:4px; padding:.38rem .85rem; cursor:pointer; }
 .card { background:#fff; border:1px solid var(--line); border-radius:6px; padding:.9rem 1rem; margin:.6rem 0; }
-.grid { display:grid; grid-template-columns: 10rem 1fr; gap:.3rem .8rem; }
+.grid { margin:0; display:grid; grid-template-columns: 10rem 1fr; gap:.3rem .8rem; }
 .grid dt { color:var(--muted); }
 .grid dd { margin:0; overflow-wrap:anywhere; }
 pre { white-space:pre-wrap; overflow-wrap:anywhere; margin:0; }
