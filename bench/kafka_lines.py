@@ -49,7 +49,7 @@ class Observer(threading.Thread):
         self._c.assign(self._ends())
         self.seen: dict[str, tuple[float, str]] = {}
         self.count: dict[str, int] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._lock = threading.Lock()
 
     def _ends(self, patience: float = 60.0) -> list[TopicPartition]:
@@ -66,7 +66,7 @@ class Observer(threading.Thread):
                 time.sleep(0.5)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             msgs = self._c.consume(1000, 0.05)
             now = time.time()
             with self._lock:
@@ -84,7 +84,7 @@ class Observer(threading.Thread):
             return sum(1 for c in cids if c in self.seen)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
 
@@ -173,10 +173,12 @@ class KafkaBench:
         self.kind = ""
 
     def stop(self) -> None:
-        if self.observer is not None:
-            self.observer.stop()
-        self.stop_workers()
-        self.stack.stop()
+        try:
+            if self.observer is not None:
+                self.observer.stop()
+            self.stop_workers()
+        finally:
+            self.stack.stop()
 
     # ---- traffic -----------------------------------------------------------------------------------------
     def _calls(self) -> int:

@@ -107,7 +107,7 @@ def machine(kafka_home: Path | None) -> dict[str, Any]:
     import confluent_kafka
     info: dict[str, Any] = {"cpu_count": os.cpu_count(), "cpu_model": "", "memory_gb": None,
                             "python": platform.python_version(), "platform": platform.platform(),
-                            "kafka": None, "confluent_kafka": confluent_kafka.version()[0],
+                            "kafka": None, "confluent_kafka": str(confluent_kafka.__version__),
                             "librdkafka": confluent_kafka.libversion()[0]}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -198,6 +198,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     runs = [r for r in doc["runs"] if r.get("tickets")]
     latencies = list(dict.fromkeys(r["latency"] for r in runs))
@@ -218,6 +219,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
                 ax.annotate(f"{y:,.0f}" if y >= 10 else f"{y:.2g}", (b.get_x() + b.get_width() / 2, y),
                             ha="center", va="bottom", fontsize=7)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:,.6g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(range(len(latencies)), latencies)
         ax.set_xlabel("model latency")
         ax.set_title(title)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from bench.pipeline import REPO_ROOT, sample_tickets
 from tests.fake_openai import FakeModels, parse_mode
 
 LOGNORMAL = "latency:lognormal:150:0.8:5000"
-WARMUP = 40
+WARMUP = 100
 
 
 def latency_mode(label: str) -> str:
@@ -253,12 +254,14 @@ class Bench:
         return doc
 
     def close(self) -> None:
-        try:
-            self.kafka.stop()
-        finally:
-            self.fake.stop()
-            if not self.args.keep_home:
-                shutil.rmtree(self.home, ignore_errors=True)
+        """Stop everything this run started (each part even if another fails)."""
+        for stop in (self.kafka.stop, self.fake.stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+        if not self.args.keep_home:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def _outcome(topic: str) -> str:
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
                                         "topics: Kafka's own cost). See bench/README.md.")
     ap.add_argument("--tickets", type=int, default=1000,
                     help="tickets per run of triage, langgraph and limit (default: %(default)s)")
-    ap.add_argument("--slow-tickets", type=int, default=200,
+    ap.add_argument("--slow-tickets", type=int, default=400,
                     help="tickets per run of naive and sequential (default: %(default)s)")
     ap.add_argument("--max-seconds", type=float, default=90.0,
                     help="sequential stops starting tickets after this many seconds (default: %(default)s)")
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="where the JSON and the PNG go (default: bench/results)")
     ap.add_argument("--keep-home", action="store_true", help="keep the temporary home (logs) afterwards")
     args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the broker, Redis, the workers and the model server are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(args)
     try:
         doc = bench.run()

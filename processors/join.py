@@ -5,8 +5,9 @@ lives in memory per input partition and in the compacted changelog ``triage.join
 same transaction as the outputs and the input offsets; on assignment it is restored from the changelog
 (the Kafka Streams way), so a crash loses and doubles nothing.
 
-A join completes on four results or, after ``join_timeout_s``, with what it has: the missing classifiers
-are named in the Case and the router's policy decides what that means.
+A join completes on four results, or gives up on a classifier once that classifier has moved on by
+``join_timeout_s`` past the ticket (or after a hard timeout when it delivers nothing): the missing
+classifiers are named in the Case and the router's policy decides what that means.
 """
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ class Join:
     inputs = (VALID, CLASSIFIED)
     stateful = True
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, hard_timeout_s: float = 1800.0) -> None:
         self.timeout_ms = int(timeout_s * 1000)
+        self.hard_timeout_ms = int(hard_timeout_s * 1000)
+        # (partition, classifier) -> newest join-arrival time of a ticket that classifier delivered for
+        self._progress: dict[tuple[int, str], int] = {}
         self._state: dict[int, dict[str, dict[str, Any]]] = {}
         self._last_tick = 0
 
@@ -76,6 +80,8 @@ class Join:
             entry["case"] = value
             entry["headers"] = {k: record.headers[k] for k in CARRY if k in record.headers}
         else:
+            key = (record.partition, value["classifier"])
+            self._progress[key] = max(self._progress.get(key, 0), entry["seen_ms"])
             entry["results"][value["classifier"]] = {
                 "ok": value["ok"], "label": value["label"], "confidence": value["confidence"],
                 "model": value["model"], "error_code": value["error_code"],
@@ -97,7 +103,7 @@ class Join:
                     if now_ms - entry["done_ms"] > DONE_RETENTION_MS:
                         del table[skey]
                         out.append(Emit(JOIN_STATE, None, key=skey, partition=p))
-                elif entry["case"] is not None and age > self.timeout_ms:
+                elif entry["case"] is not None and self._given_up(p, entry, age):
                     out.extend(self._complete(p, skey, entry, now_ms, timed_out=True))
                 elif entry["case"] is None and age > ORPHAN_MS:
                     log.warning("classifications without a ticket dropped", extra={"fields": {"key": skey}})
@@ -106,6 +112,22 @@ class Join:
         return out
 
     # ---- helpers ---------------------------------------------------------------------------------------
+    def _given_up(self, partition: int, entry: dict[str, Any], age: int) -> bool:
+        """Whether to stop waiting for the classifiers an entry still misses.
+
+        A classifier that merely lags (a backlog, a restart) must not cost a ticket its labels, so the
+        timeout counts against the classifier's own progress: it has given up on this ticket once it has
+        delivered results for tickets that reached the join ``timeout`` later than this one. A classifier
+        that delivers nothing at all is given up on after ``hard_timeout``.
+        """
+        if age > self.hard_timeout_ms:
+            return True
+        if age <= self.timeout_ms:
+            return False
+        seen = entry.get("seen_ms", 0)
+        missing = [c for c in CLASSIFIERS if c not in entry["results"]]
+        return all(self._progress.get((partition, c), 0) > seen + self.timeout_ms for c in missing)
+
     def _complete(self, partition: int, skey: str, entry: dict[str, Any], now_ms: int, *, timed_out: bool) -> list[Emit]:
         case = entry["case"]
         labels: dict[str, Any] = {}

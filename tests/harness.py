@@ -65,25 +65,27 @@ class Stack:
     def __post_init__(self) -> None:
         self.settings = config.load(self.env)
 
+    brokers: int = 1
+
     @classmethod
-    def create(cls, home: Path, **overrides: str) -> "Stack":
-        kafka = free_port(2)
+    def create(cls, home: Path, brokers: int = 1, **overrides: str) -> "Stack":
+        kafka = free_port(2 * brokers)
         env = {
             "TRIAGE_HOME": str(home),
-            "TRIAGE_BOOTSTRAP": f"127.0.0.1:{kafka}",
+            "TRIAGE_BOOTSTRAP": ",".join(f"127.0.0.1:{kafka + 2 * i}" for i in range(brokers)),
             "TRIAGE_REDIS_PORT": str(free_port()),
             "TRIAGE_OFFLINE_PORT": str(free_port()),
             "TRIAGE_PARTITIONS": "4",
         }
         env.update(overrides)
-        return cls(home, env)
+        return cls(home, env, brokers=brokers)
 
     @property
     def bootstrap(self) -> str:
         return self.settings.bootstrap
 
     def start(self, *, workers: Iterable[str] = STEPS) -> "Stack":
-        stack.start_services(self.settings)
+        stack.start_services(self.settings, brokers=self.brokers)
         stack.load_knowledge_bases(self.settings)
         for step in workers:
             self.start_worker(step)
