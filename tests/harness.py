@@ -51,6 +51,25 @@ def sample_tickets(n: int | None = None) -> list[dict[str, Any]]:
     return rows[:n] if n is not None else rows
 
 
+def routine_tickets(n: int, offset: int = 0, *, english: bool = False) -> list[dict[str, Any]]:
+    """Sample tickets that go all the way to the writer: not critical, not general, long enough to retrieve for."""
+    rows = [t for t in sample_tickets() if t["expected"]["priority"] != "critical"
+            and t["expected"]["intent"] != "general" and len(t["body"]) >= 60
+            and (not english or t["expected"]["language"] == "en")]
+    return rows[offset:offset + n]
+
+
+def fake_models_env(base_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of a stack whose every step calls the fake model server at ``base_url``."""
+    env = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "test-key",
+           "TRIAGE_MODEL_CLASSIFY_INTENT": "fake-intent", "TRIAGE_MODEL_CLASSIFY_LANGUAGE": "fake-language",
+           "TRIAGE_MODEL_CLASSIFY_PRIORITY": "fake-priority", "TRIAGE_MODEL_CLASSIFY_SENTIMENT": "fake-sentiment",
+           "TRIAGE_MODEL_GENERATE": "fake-writer,fake-writer-b", "TRIAGE_MODEL_GENERATE_STRONG": "fake-writer-strong",
+           "TRIAGE_MODEL_GATE": "fake-judge"}
+    env.update(overrides)
+    return env
+
+
 def kb_docs(tenant: str) -> list[dict[str, Any]]:
     return [json.loads(l) for l in (SAMPLE / "kb" / f"{tenant}.jsonl").read_text().splitlines() if l.strip()]
 

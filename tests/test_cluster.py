@@ -30,7 +30,7 @@ from streams.services.redis_server import start_redis
 from streams.stack import broker_specs
 from streams.topology import STEPS
 from tests.fake_openai import FakeModels
-from tests.harness import Stack, sample_tickets
+from tests.harness import Stack, fake_models_env, sample_tickets
 
 pytestmark = pytest.mark.kafka
 TICKETS = int(os.environ.get("TRIAGE_FAULT_TICKETS", "5000"))
@@ -45,13 +45,10 @@ def fake() -> Iterator[FakeModels]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Iterator[Stack]:
-    s = Stack.create(tmp_path_factory.mktemp("cluster-home"), brokers=3,
-                     OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test-key",
-                     TRIAGE_MODEL_CLASSIFY_INTENT="fake-intent", TRIAGE_MODEL_CLASSIFY_LANGUAGE="fake-language",
-                     TRIAGE_MODEL_CLASSIFY_PRIORITY="fake-priority", TRIAGE_MODEL_CLASSIFY_SENTIMENT="fake-sentiment",
-                     TRIAGE_MODEL_GENERATE="fake-writer", TRIAGE_MODEL_GENERATE_STRONG="fake-writer-strong",
-                     TRIAGE_MODEL_GATE="fake-judge", TRIAGE_MODEL_OUTAGE="wait", TRIAGE_STEP_DEADLINE_S="120",
-                     TRIAGE_MODEL_TIMEOUT_S="5", TRIAGE_PARTITIONS="6", TRIAGE_DRIFT_CLASSIFIERS="")
+    s = Stack.create(tmp_path_factory.mktemp("cluster-home"), brokers=3, **fake_models_env(
+        fake.base_url, TRIAGE_MODEL_GENERATE="fake-writer", TRIAGE_MODEL_OUTAGE="wait",
+        TRIAGE_STEP_DEADLINE_S="120", TRIAGE_MODEL_TIMEOUT_S="5", TRIAGE_PARTITIONS="6",
+        TRIAGE_DRIFT_CLASSIFIERS=""))
     reviver = Reviver(s)
     try:
         s.start()

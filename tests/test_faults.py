@@ -10,7 +10,7 @@ import pytest
 from streams import dlq
 from streams.topology import ESCALATIONS, RESPONSES, dlq_topic
 from tests.fake_openai import FakeModels
-from tests.harness import Stack, sample_tickets, value
+from tests.harness import Stack, fake_models_env, routine_tickets, value
 
 pytestmark = pytest.mark.kafka
 
@@ -23,13 +23,9 @@ def fake() -> Iterator[FakeModels]:
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Iterator[Stack]:
-    s = Stack.create(tmp_path_factory.mktemp("faults-home"),
-                     OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test-key",
-                     TRIAGE_MODEL_CLASSIFY_INTENT="fake-intent", TRIAGE_MODEL_CLASSIFY_LANGUAGE="fake-language",
-                     TRIAGE_MODEL_CLASSIFY_PRIORITY="fake-priority", TRIAGE_MODEL_CLASSIFY_SENTIMENT="fake-sentiment",
-                     TRIAGE_MODEL_GENERATE="fake-writer,fake-writer-b", TRIAGE_MODEL_GENERATE_STRONG="fake-writer-strong",
-                     TRIAGE_MODEL_GATE="fake-judge", TRIAGE_MODEL_TIMEOUT_S="1", TRIAGE_RETRIES="2",
-                     TRIAGE_BACKOFF_S="0.05", TRIAGE_STEP_DEADLINE_S="40")
+    s = Stack.create(tmp_path_factory.mktemp("faults-home"), **fake_models_env(
+        fake.base_url, TRIAGE_MODEL_TIMEOUT_S="1", TRIAGE_RETRIES="2", TRIAGE_BACKOFF_S="0.05",
+        TRIAGE_STEP_DEADLINE_S="40"))
     try:
         s.start()
         yield s
@@ -38,10 +34,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Iterat
 
 
 def _routine(n: int, offset: int = 0) -> list[dict]:
-    """Tickets that go all the way to the writer: not critical, not general, long enough to retrieve for."""
-    rows = [t for t in sample_tickets() if t["expected"]["priority"] != "critical"
-            and t["expected"]["intent"] != "general" and len(t["body"]) >= 60 and t["expected"]["language"] == "en"]
-    return rows[offset:offset + n]
+    return routine_tickets(n, offset, english=True)
 
 
 def _run(stack: Stack, docs: list[dict], prefix: str) -> dict:

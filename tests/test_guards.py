@@ -12,7 +12,7 @@ from streams.drift import read_states
 from streams.tenant_state import connect
 from streams.topology import ESCALATIONS, RESPONSES
 from tests.fake_openai import FakeModels
-from tests.harness import Stack, sample_tickets, value
+from tests.harness import Stack, fake_models_env, routine_tickets, sample_tickets, value
 
 pytestmark = pytest.mark.kafka
 WINDOW, BASELINE = 50, 100
@@ -26,18 +26,13 @@ def fake() -> Iterator[FakeModels]:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Iterator[Stack]:
-    s = Stack.create(tmp_path_factory.mktemp("guards-home"),
-                     OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test-key",
-                     TRIAGE_MODEL_CLASSIFY_INTENT="fake-intent,fake-intent-b",
-                     TRIAGE_MODEL_CLASSIFY_LANGUAGE="fake-language", TRIAGE_MODEL_CLASSIFY_PRIORITY="fake-priority",
-                     TRIAGE_MODEL_CLASSIFY_SENTIMENT="fake-sentiment", TRIAGE_MODEL_GENERATE="fake-writer,fake-writer-b",
-                     TRIAGE_MODEL_GENERATE_STRONG="fake-writer-strong", TRIAGE_MODEL_GATE="fake-judge",
-                     TRIAGE_RETRIES="2", TRIAGE_BACKOFF_S="0.05", TRIAGE_MODEL_TIMEOUT_S="2",
-                     TRIAGE_DRIFT_WINDOW=str(WINDOW), TRIAGE_DRIFT_BASELINE=str(BASELINE),
-                     # Only intent is watched here: the other tests send deliberately skewed traffic, which
-                     # is drift to a monitor (and would send their tickets to review).
-                     TRIAGE_DRIFT_CLASSIFIERS="intent",
-                     TRIAGE_MAX_TOOL_CALLS="2", TRIAGE_BUDGET_CALLS="7")
+    s = Stack.create(tmp_path_factory.mktemp("guards-home"), **fake_models_env(
+        fake.base_url, TRIAGE_MODEL_CLASSIFY_INTENT="fake-intent,fake-intent-b",
+        TRIAGE_RETRIES="2", TRIAGE_BACKOFF_S="0.05", TRIAGE_MODEL_TIMEOUT_S="2",
+        TRIAGE_DRIFT_WINDOW=str(WINDOW), TRIAGE_DRIFT_BASELINE=str(BASELINE),
+        # Only intent is watched here: the other tests send deliberately skewed traffic, which
+        # is drift to a monitor (and would send their tickets to review).
+        TRIAGE_DRIFT_CLASSIFIERS="intent", TRIAGE_MAX_TOOL_CALLS="2", TRIAGE_BUDGET_CALLS="7"))
     try:
         s.start()
         yield s
@@ -46,9 +41,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Itera
 
 
 def _routine(n: int, offset: int = 0) -> list[dict]:
-    rows = [t for t in sample_tickets() if t["expected"]["priority"] != "critical"
-            and t["expected"]["intent"] != "general" and len(t["body"]) >= 60]
-    return rows[offset:offset + n]
+    return routine_tickets(n, offset)
 
 
 def _run(stack: Stack, docs: list[dict], prefix: str) -> dict:
