@@ -78,6 +78,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         warm = [len(tickets) - 1 - i for i in range(WARMUP)]
         await asyncio.gather(*(one(t, correlation_id(f"{args.tag}w", t, i)) for i, t in enumerate(warm)))
 
+        pipe.escalation_reasons.clear()
         pids = [int(p) for p in args.pids.split(",") if p] if args.pids else []
         stats0 = _stats(args.fake_url)
         others0 = _cpu(pids)
@@ -107,7 +108,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         calls = sum(sum(c.values()) for c in stats1.values()) - sum(sum(c.values()) for c in stats0.values())
         return {"offered": offered, "results": results, "cpu_self_s": cpu_self,
                 "cpu_others_s": {str(p): others1[p] - others0[p] for p in pids},
-                "peak_rss_mb": peak_rss_mb(None), "model_calls": calls}
+                "peak_rss_mb": peak_rss_mb(None), "model_calls": calls,
+                "escalation_reasons": dict(pipe.escalation_reasons)}
     finally:
         await gateway.close()
         await redis.aclose()

@@ -49,6 +49,7 @@ class Observer(threading.Thread):
         self._c.assign(self._ends())
         self.seen: dict[str, tuple[float, str]] = {}
         self.count: dict[str, int] = {}
+        self.reasons: dict[str, str] = {}
         self._halt = threading.Event()
         self._lock = threading.Lock()
 
@@ -77,6 +78,9 @@ class Observer(threading.Thread):
                     self.count[cid] = self.count.get(cid, 0) + 1
                     if cid not in self.seen:
                         self.seen[cid] = (now, m.topic())
+                        if m.topic() == ESCALATIONS:
+                            self.reasons[cid] = next((v.decode("utf-8", "replace") for k, v in m.headers() or []
+                                                      if k == "escalation.reason" and v is not None), "")
         self._c.close()
 
     def done(self, cids: Any) -> int:
@@ -216,8 +220,12 @@ class KafkaBench:
         with self.observer._lock:
             seen = {c: self.observer.seen[c] for c in sent if c in self.observer.seen}
             dups = sum(1 for c in sent if self.observer.count.get(c, 0) > 1)
+            reasons: dict[str, int] = {}
+            for c in sent:
+                if c in self.observer.reasons:
+                    reasons[self.observer.reasons[c]] = reasons.get(self.observer.reasons[c], 0) + 1
         rss = sum(peak_rss_mb(pid) for pid in workers)
-        return Burst(sent, seen, dups, cpu, rss, calls, len(seen) == len(sent))
+        return Burst(sent, seen, dups, cpu, rss, calls, len(seen) == len(sent), {"escalation_reasons": reasons})
 
     def drain(self, cids: Any, timeout: float = 120.0) -> None:
         """After a run that timed out: wait for its remaining tickets, so they do not load the next run."""

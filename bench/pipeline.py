@@ -81,6 +81,8 @@ class Pipeline:
         for c in CLASSIFIERS:
             self.steps[f"classify-{c}"] = Classify(c)
         self.ctx = {name: StepContext(name, settings, gateway, redis) for name in [*self.steps, "join"]}
+        self.escalation_reasons: dict[str, int] = {}
+        """Escalations by their ``escalation.reason`` header (to check that lines did the same work)."""
 
     # ---- one step ---------------------------------------------------------------------------------------
     async def call(self, name: str, record: Record, trace: Trace | None = None) -> list[Emit] | None:
@@ -96,6 +98,10 @@ class Pipeline:
             reset(token)
         if trace is not None:
             trace.steps[(name, _hops(dict(record.headers)))] = [(e.topic, e.value, dict(e.headers)) for e in emits]
+        for e in emits:
+            if e.topic == ESCALATIONS:
+                reason = e.headers.get("escalation.reason", "")
+                self.escalation_reasons[reason] = self.escalation_reasons.get(reason, 0) + 1
         return emits
 
     @staticmethod

@@ -122,7 +122,8 @@ class Bench:
         return report.row(line, latency, n, [d["offered"]] * len(res), [e for _, e, _ in res], [o for *_, o in res],
                           d["offered"], cpu, list(cpu), d["peak_rss_mb"], d["model_calls"], len(res) == n,
                           service_p50_ms=report._r(percentile(service, 50)),
-                          service_p99_ms=report._r(percentile(service, 99)))
+                          service_p99_ms=report._r(percentile(service, 99)),
+                          escalation_reasons=d.get("escalation_reasons", {}))
 
     # ---- Kafka lines -------------------------------------------------------------------------------------
     def kafka_run(self, line: str, latency: str, n: int, *, rate: float | None = None) -> tuple[dict[str, Any], Any]:
@@ -136,7 +137,7 @@ class Bench:
         counted = ["workers", "broker", "redis", "models"] if line != "limit" else ["workers", "broker"]
         r = report.row(line, latency, n, [b.sent[c] for c in cids], [b.seen[c][0] for c in cids],
                        [_outcome(b.seen[c][1]) for c in cids], t0, b.cpu, counted, b.peak_rss_mb, b.model_calls,
-                       b.complete, duplicates=b.duplicates)
+                       b.complete, duplicates=b.duplicates, **b.extra)
         return r, b
 
     def warm(self, line: str) -> None:

@@ -244,7 +244,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         step_timeout_s=_float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0),
         step_deadline_s=_float(env, "TRIAGE_STEP_DEADLINE_S", 60.0),
         retry=retry,
-        drift=DriftPolicy(window=_int(env, "TRIAGE_DRIFT_WINDOW", 100), baseline=_int(env, "TRIAGE_DRIFT_BASELINE", 200),
+        drift=DriftPolicy(window=_int(env, "TRIAGE_DRIFT_WINDOW", 200), baseline=_int(env, "TRIAGE_DRIFT_BASELINE", 500),
                           trip_at=_float(env, "TRIAGE_DRIFT_TRIP", 0.05), clear_at=_float(env, "TRIAGE_DRIFT_CLEAR", 0.02),
                           action=env.get("TRIAGE_DRIFT_ACTION") or "fallback",
                           classifiers=tuple(c.strip() for c in (env.get("TRIAGE_DRIFT_CLASSIFIERS")

@@ -44,9 +44,9 @@ return {n, redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),
 class DriftPolicy:
     """When a classifier counts as drifted, and what happens then."""
 
-    window: int = 100
+    window: int = 200
     """Results in the sliding window."""
-    baseline: int = 200
+    baseline: int = 500
     """Results that form the reference distribution (the first ones seen)."""
     trip_at: float = 0.05
     """Jensen-Shannon divergence (0..1) at which the monitor trips."""

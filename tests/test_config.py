@@ -21,7 +21,7 @@ def test_the_example_file_parses_to_the_defaults() -> None:
     env = config.file_env(REPO / "deploy" / "triage.example.toml")
     s = config.load({"TRIAGE_CONFIG": str(REPO / "deploy" / "triage.example.toml")})
     assert env["TRIAGE_BOOTSTRAP"] == "127.0.0.1:9092" and env["TRIAGE_TENANTS"] == "acme,globex"
-    assert s.partitions == 6 and s.drift.window == 100 and s.loop.max_tool_calls == 5 and not s.response_cache
+    assert s.partitions == 6 and s.drift.window == 200 and s.loop.max_tool_calls == 5 and not s.response_cache
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
