@@ -92,7 +92,8 @@ class Settings:
     """Records one worker handles at once; past it the worker pauses its partitions."""
     partition_serial: bool = False
     """One record in flight per partition: the naive consumer, kept for benchmarks and strict ordering."""
-    commit_interval_s: float = 0.05
+    commit_interval_s: float = 0.02
+    """How often completed records are committed (one transaction for all of them) while work is in flight."""
     max_batch: int = 500
     join_timeout_s: float = 120.0
     """A join that has not seen four classifications by then carries on with what it has."""

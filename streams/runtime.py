@@ -255,21 +255,26 @@ class StepRunner:
             if admit:
                 await self._kafka(self._k_pause, False)
                 self._paused = False
+        # Handlers finish on the loop while the Kafka thread waits in consume(), so the wait costs no
+        # latency: a short one while records are in flight (their outputs are committed right after),
+        # a longer one when idle. Polling faster only burns CPU.
         msgs, events = await self._kafka(self._k_poll, min(max(room, 0), self.settings.max_batch),
-                                         0.005 if busy else 0.1)
+                                         self.settings.commit_interval_s if busy else 0.1)
         for kind, tps in events:
             await self._on_event(kind, tps)
+        if events:
+            # Whether librdkafka keeps a partition's pause across a rebalance depends on the assignor and
+            # version; a pause nobody remembers stops a step for good. Resume explicitly, and pause again
+            # below if the step is still full.
+            await self._kafka(self._k_pause, False)
+            self._paused = False
         for m in msgs:
             await self._admit(m)
         if self._stateful:
             self._extra.extend(self._encode_all(None, self.step.tick(int(time.time() * 1000))))  # type: ignore[attr-defined]
-        if not msgs and busy:
-            # Give handlers the loop; they finish without waking us.
-            await asyncio.sleep(0.002)
 
     async def _on_event(self, kind: str, tps: list[tuple[str, int]]) -> None:
         self.stats.rebalances += 1
-        self._paused = False  # librdkafka forgets pauses across a rebalance
         if kind == "revoke":
             for tp in tps:
                 part = self._parts.pop(tp, None)
