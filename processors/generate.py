@@ -9,7 +9,6 @@ was not given is invalid: retried, then the next model of the chain, then the de
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Callable
 
 from processors import prompts
@@ -18,7 +17,7 @@ from processors.kb_search import Index
 from processors.tool_loop import SEARCH_TOOL, Loop, run_loop
 from streams import metrics
 from streams.errors import GuardTripped, InvalidModelOutput, ModelError, StateError
-from streams.models import _parse_json
+from streams.models import parse_json
 from streams.records import Emit, Record
 from streams.step import StepContext
 from streams.topology import DRAFTS, ENRICHED, ESCALATIONS
@@ -91,7 +90,7 @@ class Generate:
                         return message, model, calls, tokens
                     try:
                         content, used = await run_loop(call, search, prompts.write(case), loop)
-                        reply, citations = reply_validator({d["doc_id"] for d in documents})(_parse_json(used, content))
+                        reply, citations = reply_validator({d["doc_id"] for d in documents})(parse_json(used, content))
                     except InvalidModelOutput as exc:
                         last = exc
                         continue

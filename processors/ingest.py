@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from typing import Any
 
 from processors.case import new_case
@@ -99,7 +98,3 @@ class Ingest:
         headers = {"correlation_id": cid, "tenant_id": ticket["tenant_id"], "attempt": str(record.attempt),
                    "traceparent": record.headers.get("traceparent") or new_traceparent(), "hops": "0"}
         return [Emit(VALID, case, key=cid, headers=headers)]
-
-
-def new_correlation_id() -> str:
-    return str(uuid.uuid4())

@@ -9,7 +9,6 @@ import time
 import uuid
 
 from streams.records import Record
-from streams.topology import dlq_topic
 
 DLQ_HEADERS = ("dlq.reason", "dlq.error", "dlq.step", "dlq.source", "dlq.attempts", "dlq.ts")
 MAX_ERROR_CHARS = 2000
@@ -34,7 +33,3 @@ def dead_letter_headers(record: Record, step: str, reason: str, error: str, atte
 def source_id(topic: str, partition: int, offset: int) -> str:
     """A correlation ID for a record that came without one: the same on every re-delivery of that record."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{topic}/{partition}/{offset}"))
-
-
-def dead_letter_topic(step: str) -> str:
-    return dlq_topic(step)

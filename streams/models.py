@@ -226,7 +226,7 @@ class ModelGateway:
                 try:
                     message, used = await self._once(model, messages, policy.timeout_s, None)
                     tokens += used
-                    content = _parse_json(model, message.content)
+                    content = parse_json(model, message.content)
                     value = validate(content)
                 except ModelError as exc:
                     last = exc
@@ -247,7 +247,7 @@ class ModelGateway:
         raise self._outage(last)
 
 
-def _parse_json(model: str, content: str | None) -> dict[str, Any]:
+def parse_json(model: str, content: str | None) -> dict[str, Any]:
     if not content or not content.strip():
         raise InvalidModelOutput(f"{model} returned an empty answer")
     text = content.strip()

@@ -28,12 +28,12 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from streams import avro, metrics, tracing
 from streams.context import RecordContext, bind, reset
-from streams.dead_letter import dead_letter_headers, dead_letter_topic, source_id
+from streams.dead_letter import dead_letter_headers, source_id
 from streams.errors import ModelError, TriageError
 from streams.kafka_io import KafkaFailure, consumer_config, encode_headers, producer_config, read_partition
 from streams.records import CARRIED_HEADERS, Emit, Record, decode_headers
 from streams.step import Step, StepContext
-from streams.topology import JOIN_STATE, TOPIC_SCHEMA, group_id
+from streams.topology import JOIN_STATE, TOPIC_SCHEMA, dlq_topic, group_id
 
 log = logging.getLogger("triage.runtime")
 
@@ -427,7 +427,7 @@ class StepRunner:
         cid = record.correlation_id or source_id(record.topic, record.partition, record.offset)
         headers = dead_letter_headers(record, self.step.name, reason, error, attempts)
         headers["correlation_id"] = cid
-        return (dead_letter_topic(self.step.name), None, cid.encode(), record.raw, encode_headers(headers))
+        return (dlq_topic(self.step.name), None, cid.encode(), record.raw, encode_headers(headers))
 
     async def _commit(self) -> None:
         outputs: list[Output] = []

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from tests.fake_openai import FakeModels
 from tests.harness import Stack
 from tests.otlp_receiver import Receiver
 
@@ -28,3 +28,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, otlp: Receiver) -> Iterat
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeModels]:
+    """The fake OpenAI-compatible server (real HTTP) for a module's stack; modes are set per test."""
+    with FakeModels.start() as f:
+        yield f

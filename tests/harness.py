@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any, Iterable
 
 from streams import config, stack
 from streams.client import Out, TicketProducer, decode_value, read
-from streams.services import proc
 from streams.topology import STEPS, terminal_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -38,12 +38,6 @@ REPORT: dict[str, dict] = {}
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeModels]:
-    with FakeModels.start() as f:
-        yield f
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Iterator[Stack]:
     s = Stack.create(tmp_path_factory.mktemp("cluster-home"), brokers=3, **fake_models_env(
         fake.base_url, TRIAGE_MODEL_GENERATE="fake-writer", TRIAGE_MODEL_OUTAGE="wait",

@@ -16,12 +16,6 @@ pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeModels]:
-    with FakeModels.start() as f:
-        yield f
-
-
-@pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Iterator[Stack]:
     s = Stack.create(tmp_path_factory.mktemp("faults-home"), **fake_models_env(
         fake.base_url, TRIAGE_MODEL_TIMEOUT_S="1", TRIAGE_RETRIES="2", TRIAGE_BACKOFF_S="0.05",
