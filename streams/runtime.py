@@ -12,12 +12,22 @@ How it keeps the promise (every input reaches its outputs once, whatever dies):
 - when a record still fails, its original bytes go to ``tickets.dlq.<step>`` with the reason: the DLQ record
   is an output like any other, committed with the offset.
 
-All Kafka calls run on one dedicated thread (the client is synchronous); handlers run on the asyncio loop.
+The clients are synchronous, so the consumer runs on one thread and the transactional producer on another;
+handlers run on the asyncio loop. Two threads, because a hop's latency is the sum of what waits: a record
+must not wait for a poll to time out before its transaction starts, nor for a transaction to finish before
+the next record is fetched. A poll returns as soon as one record is there; the committer starts a transaction
+as soon as a record is done (at most one every ``commit_interval_s``, and one at a time, so a transaction
+carries everything that finished while the previous one was in flight).
+
+The two threads meet at a rebalance: the revoke callback waits for a transaction in flight to finish and
+refuses new ones until the loop has dropped the revoked partitions, so the next owner (whose offset fetch
+waits for our pending transaction, KIP-447) never restores join state older than the offsets it resumes from.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -96,16 +106,31 @@ class StepRunner:
         self._extra: list[Output] = []
         self._events: list[tuple[str, list[tuple[str, int]]]] = []
         self._paused = False
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{step.name}")
+        self._cpool = ThreadPoolExecutor(1, thread_name_prefix=f"consumer-{step.name}")
+        self._ppool = ThreadPoolExecutor(1, thread_name_prefix=f"producer-{step.name}")
+        self._txn_lock = threading.Lock()
+        self._revoking = False
+        """Set by the revoke callback, cleared once the loop has dropped the revoked partitions: no
+        transaction may start in between (it could commit offsets of partitions another member now owns)."""
+        self._ready = asyncio.Event()
+        """Set when a record finishes (or the join has state to write): wakes the committer."""
+        self._consuming = asyncio.Lock()
+        """Held by a poll and the admission of its records, and by a rewind: no poll runs across a seek."""
+        self._closing = False
+        self._group_metadata: Any = None
+        """The consumer's group generation, for send_offsets_to_transaction; read on the consumer thread after
+        every rebalance, so the producer thread never calls into the consumer."""
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._stateful = bool(getattr(step, "stateful", False))
         self._stuck = False
 
     # ---- Kafka thread ---------------------------------------------------------------------------------
-    def _k_open(self) -> None:
+    def _k_open_producer(self) -> None:
         self._producer = Producer(self._producer_conf)
         self._producer.init_transactions(60)
+
+    def _k_open_consumer(self) -> None:
         self._consumer = Consumer(self._consumer_conf)
         self._consumer.subscribe(list(self.step.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
@@ -114,21 +139,39 @@ class StepRunner:
         self._events.append(("assign", [(tp.topic, tp.partition) for tp in partitions]))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Runs on the consumer thread inside poll(): let a transaction in flight finish before the partitions
+        # go, and start none until the loop has seen this revocation.
+        with self._txn_lock:
+            self._revoking = True
         self._events.append(("revoke", [(tp.topic, tp.partition) for tp in partitions]))
 
     def _k_poll(self, n: int, timeout: float) -> tuple[list[Message], list[tuple[str, list[tuple[str, int]]]]]:
-        assert self._consumer is not None
-        msgs = self._consumer.consume(max(1, n), timeout) if n > 0 else []
-        if n <= 0:
-            # Still serve the group (heartbeats, rebalances) while paused.
-            self._consumer.consume(1, timeout)
+        """What is fetched now, up to ``n``; else wait up to ``timeout`` for the first record and take what
+        came with it. (``consume(n, timeout)`` would wait out the timeout for a full batch.) With ``n`` 0 the
+        group is still served (heartbeats, rebalances); a record it returns is still returned, since a
+        partition assigned meanwhile is not paused, and a record dropped here would be skipped by the commit."""
+        c = self._consumer
+        assert c is not None
+        msgs = c.consume(n, 0) if n > 0 else []
+        if not msgs:
+            first = c.poll(timeout)
+            if first is not None:
+                msgs = [first, *c.consume(n - 1, 0)] if n > 1 else [first]
         events, self._events = self._events, []
+        if events or self._group_metadata is None:
+            self._group_metadata = c.consumer_group_metadata()
         return msgs, events
 
     def _k_commit(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
         """Outputs and input offsets in one transaction. Raises KafkaFailure; the caller rewinds."""
-        p, c = self._producer, self._consumer
-        assert p is not None and c is not None
+        with self._txn_lock:
+            if self._revoking:
+                raise KafkaFailure("partitions are being revoked", abortable=True, fatal=False, retriable=True)
+            self._k_transaction(outputs, offsets)
+
+    def _k_transaction(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
+        p = self._producer
+        assert p is not None
         try:
             p.begin_transaction()
             stuck_until = time.monotonic() + 60
@@ -147,7 +190,7 @@ class StepRunner:
                                                retriable=True) from None
                         p.poll(0.05)
             if offsets:
-                p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), 20)
+                p.send_offsets_to_transaction(offsets, self._group_metadata, 20)
             for i in range(3):
                 try:
                     p.commit_transaction(30)
@@ -193,18 +236,22 @@ class StepRunner:
         assert self._consumer is not None
         return sorted({tp.partition for tp in self._consumer.assignment()})
 
-    def _k_close(self) -> None:
+    def _k_close_consumer(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
+
+    def _k_close_producer(self) -> None:
         if self._producer is not None:
             self._producer.flush(10)
 
     # ---- loop ----------------------------------------------------------------------------------------
-    async def _kafka(self, fn: Callable[..., Any], *args: Any, deadline: float = 180.0) -> Any:
-        """Run a Kafka client call on the Kafka thread. librdkafka can block past its own timeouts (e.g.
-        send_offsets_to_transaction after a coordinator restart, librdkafka #5456/#5511); a call past
-        ``deadline`` cannot be interrupted, so the runner declares itself stuck and the process restarts."""
-        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    async def _kafka(self, fn: Callable[..., Any], *args: Any, deadline: float = 180.0,
+                     producer: bool = False) -> Any:
+        """Run a Kafka client call on the consumer's thread (or the producer's). librdkafka can block past its
+        own timeouts (e.g. send_offsets_to_transaction after a coordinator restart, librdkafka #5456/#5511);
+        a call past ``deadline`` cannot be interrupted, so the runner declares itself stuck and the process
+        restarts."""
+        fut = asyncio.get_running_loop().run_in_executor(self._ppool if producer else self._cpool, fn, *args)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), deadline)
         except asyncio.TimeoutError:
@@ -217,61 +264,85 @@ class StepRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, handle, commit until ``stop``; then drain what is in flight and commit it."""
-        await self._kafka(self._k_open)
+        await self._kafka(self._k_open_producer, producer=True)
+        await self._kafka(self._k_open_consumer)
         log.info("step started", extra={"fields": {"step": self.step.name, "inputs": list(self.step.inputs),
                                                     "instance": self.instance}})
-        last_commit = time.monotonic()
+        committer = asyncio.create_task(self._committer(), name=f"commit-{self.step.name}")
         try:
             while not stop.is_set():
                 await self._cycle(admit=True)
-                now = time.monotonic()
-                if now - last_commit >= self.settings.commit_interval_s:
-                    await self._commit()
-                    last_commit = now
+                if committer.done():
+                    committer.result()  # a fatal Kafka failure ends the runner
+                    break
             # Drain: no new records; give in-flight ones their deadline to finish, then commit them.
+            await self._kafka(self._k_pause, True)
             deadline = time.monotonic() + min(15.0, self.settings.step_deadline_s)
-            while self.in_flight and time.monotonic() < deadline:
+            while self.in_flight and time.monotonic() < deadline and not committer.done():
                 await self._cycle(admit=False)
-                await self._commit()
-            await self._commit()
+            self._closing = True
+            self._ready.set()
+            await committer
         finally:
+            if not committer.done():
+                committer.cancel()
             for part in self._parts.values():
                 self._drop_queue(part)
             if not self._stuck:
-                await self._kafka(self._k_close, deadline=30.0)
-            self._pool.shutdown(wait=False)
+                await self._kafka(self._k_close_consumer, deadline=30.0)
+                await self._kafka(self._k_close_producer, deadline=30.0, producer=True)
+            self._cpool.shutdown(wait=False)
+            self._ppool.shutdown(wait=False)
             log.info("step stopped", extra={"fields": {"step": self.step.name, **self.stats.__dict__}})
+
+    async def _committer(self) -> None:
+        """Commit whenever something is done: at most one transaction every ``commit_interval_s``, one at a
+        time; what finishes during a transaction goes into the next. Returns after the last commit once the
+        runner is closing; a transaction is never cancelled halfway (its records would be skipped)."""
+        last = 0.0
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            gap = last + self.settings.commit_interval_s - time.monotonic()
+            if gap > 0 and not self._closing:
+                await asyncio.sleep(gap)
+            last = time.monotonic()
+            await self._commit()
+            if self._closing and not self._ready.is_set():
+                return
 
     async def _cycle(self, admit: bool) -> None:
         in_flight = self.in_flight
         self.stats.in_flight = in_flight
         metrics.IN_FLIGHT.labels(self.step.name).set(in_flight)
         room = self.settings.max_in_flight - in_flight if admit else 0
-        busy = in_flight > 0
         if admit and not self._paused and room <= 0:
             await self._kafka(self._k_pause, True)
             self._paused = True
-        elif self._paused and (not admit or in_flight <= self.settings.max_in_flight // 2):
-            if admit:
-                await self._kafka(self._k_pause, False)
-                self._paused = False
-        # Handlers finish on the loop while the Kafka thread waits in consume(), so the wait costs no
-        # latency: a short one while records are in flight (their outputs are committed right after),
-        # a longer one when idle. Polling faster only burns CPU.
-        msgs, events = await self._kafka(self._k_poll, min(max(room, 0), self.settings.max_batch),
-                                         self.settings.commit_interval_s if busy else 0.1)
-        for kind, tps in events:
-            await self._on_event(kind, tps)
-        if events:
-            # Whether librdkafka keeps a partition's pause across a rebalance depends on the assignor and
-            # version; a pause nobody remembers stops a step for good. Resume explicitly, and pause again
-            # below if the step is still full.
+        elif admit and self._paused and in_flight <= self.settings.max_in_flight // 2:
             await self._kafka(self._k_pause, False)
             self._paused = False
-        for m in msgs:
-            await self._admit(m)
-        if self._stateful:
-            self._extra.extend(self._encode_all(None, self.step.tick(int(time.time() * 1000))))  # type: ignore[attr-defined]
+        async with self._consuming:
+            # The poll returns on the first record, so a long wait costs no latency; it bounds how late a
+            # paused runner notices room again and how often the join's timeouts are checked.
+            msgs, events = await self._kafka(self._k_poll, min(max(room, 0), self.settings.max_batch),
+                                             0.05 if in_flight else 0.1)
+            for kind, tps in events:
+                await self._on_event(kind, tps)
+            if events and admit:
+                # Whether librdkafka keeps a partition's pause across a rebalance depends on the assignor and
+                # version; a pause nobody remembers stops a step for good. Resume explicitly, and pause again
+                # next cycle if the step is still full.
+                await self._kafka(self._k_pause, False)
+                self._paused = False
+            if admit:
+                for m in msgs:
+                    await self._admit(m)
+            if self._stateful:
+                extra = self._encode_all(None, self.step.tick(int(time.time() * 1000)))  # type: ignore[attr-defined]
+                if extra:
+                    self._extra.extend(extra)
+                    self._ready.set()
 
     async def _on_event(self, kind: str, tps: list[tuple[str, int]]) -> None:
         self.stats.rebalances += 1
@@ -283,6 +354,7 @@ class StepRunner:
             if self._stateful:
                 self._extra.clear()
                 self.step.drop(sorted({p for _, p in tps}))  # type: ignore[attr-defined]
+            self._revoking = False  # what belonged to the revoked partitions is gone: commits may go on
         elif kind == "assign" and self._stateful:
             await self._kafka(self._k_restore, sorted({p for _, p in tps}))
         log.info(f"partitions {kind}ed", extra={"fields": {"partitions": [f"{t}/{p}" for t, p in tps]}})
@@ -394,6 +466,7 @@ class StepRunner:
             return
         slot.outputs = outputs
         slot.done = True
+        self._ready.set()
 
     def _encode_all(self, record: Record | None, emits: list[Emit]) -> list[Output]:
         out: list[Output] = []
@@ -447,7 +520,7 @@ class StepRunner:
             return
         self._extra = []
         try:
-            await self._kafka(self._k_commit, outputs, offsets, deadline=45.0)
+            await self._kafka(self._k_commit, outputs, offsets, deadline=45.0, producer=True)
         except KafkaFailure as failure:
             if failure.fatal:
                 raise
@@ -464,16 +537,17 @@ class StepRunner:
 
     async def _rewind(self) -> None:
         """After an abort: forget everything uncommitted and read it again from the last committed offsets."""
-        positions = [TopicPartition(t, p, part.committed) for (t, p), part in self._parts.items()]
-        for part in self._parts.values():
-            self._drop_queue(part)
-        self._parts.clear()
-        self._extra.clear()
-        await self._kafka(self._k_seek, positions)
-        if self._stateful:
-            parts = await self._kafka(self._k_assigned)
-            self.step.drop(parts)  # type: ignore[attr-defined]
-            await self._kafka(self._k_restore, parts)
+        async with self._consuming:
+            positions = [TopicPartition(t, p, part.committed) for (t, p), part in self._parts.items()]
+            for part in self._parts.values():
+                self._drop_queue(part)
+            self._parts.clear()
+            self._extra.clear()
+            await self._kafka(self._k_seek, positions)
+            if self._stateful:
+                parts = await self._kafka(self._k_assigned)
+                self.step.drop(parts)  # type: ignore[attr-defined]
+                await self._kafka(self._k_restore, parts)
 
 
 def _with_value(record: Record, value: Any) -> Record:
