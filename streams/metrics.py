@@ -15,6 +15,8 @@ STEP_SECONDS = Histogram("triage_step_seconds", "Time to handle one record", ["s
 IN_FLIGHT = Gauge("triage_in_flight", "Records consumed and not yet committed", ["step"])
 HOL_WAIT = Gauge("triage_head_of_line_seconds", "Longest time one record held its partition's commits", ["step"])
 TRANSACTIONS = Counter("triage_transactions_total", "Kafka transactions", ["step", "outcome"])
+COMMIT_SECONDS = Histogram("triage_commit_seconds", "Time one transaction (outputs and offsets) took to commit",
+                           ["step"], buckets=_STEP_BUCKETS)
 MODEL_CALLS = Counter("triage_model_calls_total", "Model calls", ["model", "tenant", "outcome"])
 MODEL_SECONDS = Histogram("triage_model_seconds", "Model call latency", ["model"], buckets=_STEP_BUCKETS)
 MODEL_TOKENS = Counter("triage_model_tokens_total", "Tokens used", ["model", "tenant"])
