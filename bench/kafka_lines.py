@@ -19,7 +19,9 @@ from bench.measure import CpuMeter, peak_rss_mb, reset_peak_rss
 from bench.pipeline import correlation_id, sample_tickets
 from streams.client import TicketProducer
 from streams.services import proc
-from streams.topology import ESCALATIONS, RESPONSES, STEPS, terminal_topics
+from streams import avro
+from streams.errors import TriageError
+from streams.topology import ESCALATIONS, RESPONSES, STEPS, TOPIC_SCHEMA, terminal_topics
 from tests.fake_openai import FakeModels
 from tests.harness import Stack
 
@@ -50,6 +52,8 @@ class Observer(threading.Thread):
         self.seen: dict[str, tuple[float, str]] = {}
         self.count: dict[str, int] = {}
         self.reasons: dict[str, str] = {}
+        self.model_calls: dict[str, int] = {}
+        """Model calls the ticket's terminal case counts (its critical path is derived from them)."""
         self._halt = threading.Event()
         self._lock = threading.Lock()
 
@@ -78,6 +82,11 @@ class Observer(threading.Thread):
                     self.count[cid] = self.count.get(cid, 0) + 1
                     if cid not in self.seen:
                         self.seen[cid] = (now, m.topic())
+                        if m.topic() in (RESPONSES, ESCALATIONS):
+                            try:
+                                self.model_calls[cid] = int(avro.decode(m.value(), TOPIC_SCHEMA[m.topic()])["model_calls"])
+                            except (TriageError, KeyError, TypeError, ValueError):
+                                pass
                         if m.topic() == ESCALATIONS:
                             self.reasons[cid] = next((v.decode("utf-8", "replace") for k, v in m.headers() or []
                                                       if k == "escalation.reason" and v is not None), "")
