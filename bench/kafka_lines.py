@@ -35,6 +35,45 @@ MODEL_ENV = {
 }
 
 
+PROBE_MODEL = "fake-probe"
+"""A model only the latency probe calls (routed to the offline intent classifier): not counted as work."""
+
+
+class Probe(threading.Thread):
+    """Calls the model server every ``period_s`` from this otherwise idle process and records how long each
+    call took: the latency the server delivers under the run's load, apart from any client's own delays."""
+
+    def __init__(self, base_url: str, period_s: float = 0.2) -> None:
+        super().__init__(name="bench-probe", daemon=True)
+        import json
+        import urllib.request
+        from processors import prompts
+        self._url = f"{base_url}/chat/completions"
+        self._body = json.dumps({"model": PROBE_MODEL, "messages": prompts.classify(
+            "intent", "Refund", "I was charged twice last month; please refund the second charge.")}).encode()
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._request = urllib.request.Request
+        self.period_s = period_s
+        self.ms: list[float] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            t = time.perf_counter()
+            try:
+                req = self._request(self._url, data=self._body, headers={"content-type": "application/json"})
+                self._opener.open(req, timeout=30).read()
+                self.ms.append((time.perf_counter() - t) * 1000)
+            except OSError:
+                pass
+            self._halt.wait(self.period_s)
+
+    def stop(self) -> list[float]:
+        self._halt.set()
+        self.join(35)
+        return self.ms
+
+
 def outcome_of(topic: str) -> str:
     return {RESPONSES: "responses", ESCALATIONS: "escalations"}.get(topic, "dlq")
 
@@ -195,7 +234,7 @@ class KafkaBench:
 
     # ---- traffic -----------------------------------------------------------------------------------------
     def _calls(self) -> int:
-        return sum(sum(c.values()) for c in self.fake.stats().values())
+        return sum(sum(c.values()) for model, c in self.fake.stats().items() if model != PROBE_MODEL)
 
     def run(self, tag: str, n: int, *, rate: float | None = None, timeout: float = 300.0,
             templates: list[int] | None = None) -> Burst:

@@ -35,6 +35,27 @@ class CpuMeter:
         return self.spent
 
 
+def thread_cpu_s(pid: int, name_prefixes: tuple[str, ...]) -> float:
+    """CPU seconds so far of the threads of ``pid`` whose name starts with one of ``name_prefixes`` (Linux
+    /proc; e.g. the JVM's ``C1 CompilerThre``/``C2 CompilerThre``, its JIT compilers)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        if name.startswith(name_prefixes):
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) of ``pid`` (Linux: ``echo 5 > /proc/PID/clear_refs``)."""
     try:

@@ -199,6 +199,10 @@ def summary(doc: dict[str, Any]) -> str:
         out.append(f"triage at half max (200 ms): {hm['rate_per_s']:.1f} tickets/s for {hm['seconds']:.0f} s, "
                    f"{hm['tickets']} tickets: p50 {_f(hm['p50_ms'], 0)} ms, p95 {_f(hm['p95_ms'], 0)} ms, "
                    f"p99 {_f(hm['p99_ms'], 0)} ms (limit {hm['target_ms']:.0f} ms)")
+        served = hm.get("model_as_served_ms") or {}
+        if served.get("p50") is not None:
+            out.append(f"  the model server under this load, probed from an idle client: p50 {served['p50']:.0f} ms, "
+                       f"p90 {served['p90']:.0f} ms per call (nominal 200 ms)")
         for calls, v in (hm.get("per_ticket") or {}).get("by_path_calls", {}).items():
             out.append(f"  {v['tickets']:>5} tickets with {calls} model call(s) on their critical path: p50 "
                        f"{_f(v['p50_ms'], 0)} ms, p99 {_f(v['p99_ms'], 0)} ms (limit {v['limit_ms']:.0f} ms)")

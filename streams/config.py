@@ -239,6 +239,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         tenants=tenants,
         max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256),
         partition_serial=(env.get("TRIAGE_PARTITION_SERIAL") or "0").lower() in ("1", "true", "yes", "on"),
+        commit_interval_s=_float(env, "TRIAGE_COMMIT_INTERVAL_S", 0.02),
         join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 120.0),
         missing_priority_policy=env.get("TRIAGE_MISSING_PRIORITY") or "human",
         data_dir=Path(env.get("TRIAGE_DATA") or (REPO_ROOT / "deploy" / "sample")),
