@@ -80,6 +80,9 @@ class Stats:
     aborts: int = 0
     rebalances: int = 0
     in_flight: int = 0
+    peak_in_flight: int = 0
+    """Most records held at once (handling, or done and waiting for their commit)."""
+    pauses: int = 0
     max_hol_wait_s: float = 0.0
 
 
@@ -323,6 +326,7 @@ class StepRunner:
         if admit and not self._paused and room <= 0:
             await self._kafka(self._k_pause, True)
             self._paused = True
+            self.stats.pauses += 1
         elif admit and self._paused and in_flight <= self.settings.max_in_flight // 2:
             await self._kafka(self._k_pause, False)
             self._paused = False
@@ -382,6 +386,7 @@ class StepRunner:
         slot = _Slot(offset=msg.offset())
         part.queue.append(slot)
         self.stats.consumed += 1
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
         record = self._record(msg)
         slot.record = record
         if self._stateful:
