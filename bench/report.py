@@ -272,7 +272,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         axes[1].set_title("p99 end-to-end latency (ms, log), all tickets offered at once\n"
                           f"dashed: {hm['target_ms']:.0f} ms target; triage at half max (200 ms): "
                           f"p99 {hm['p99_ms']:,.0f} ms", fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, ncol=len(lines), loc="upper center", bbox_to_anchor=(0.5, -0.13))
     m = doc["machine"]
     fig.suptitle(f"triage benchmark, {doc['date']}: {m['cpu_count']} cores {m['cpu_model']}, Kafka {m['kafka']}",
                  fontsize=10)
