@@ -48,6 +48,9 @@ from streams.topology import JOIN_STATE, TOPIC_SCHEMA, dlq_topic, group_id
 log = logging.getLogger("triage.runtime")
 
 Output = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
+Event = tuple[str, list[tuple[str, int]]]
+Polled = list[Message] | Event
+"""What a poll returns, in order: a run of records, or a rebalance event ("assign"/"revoke", partitions)."""
 
 
 @dataclass(eq=False)
@@ -107,7 +110,7 @@ class StepRunner:
                                               {**self.settings.kafka, **(producer_extra or {})})
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._extra: list[Output] = []
-        self._events: list[tuple[str, list[tuple[str, int]]]] = []
+        self._events: list[Event] = []
         self._paused = False
         self._cpool = ThreadPoolExecutor(1, thread_name_prefix=f"consumer-{step.name}")
         self._ppool = ThreadPoolExecutor(1, thread_name_prefix=f"producer-{step.name}")
@@ -115,6 +118,10 @@ class StepRunner:
         self._revoking = False
         """Set by the revoke callback, cleared once the loop has dropped the revoked partitions: no
         transaction may start in between (it could commit offsets of partitions another member now owns)."""
+        self._epoch = 0
+        """Counts the revocations the loop has handled. A transaction carries the epoch its records were
+        collected in and is refused in another: records collected before a revocation, whose commit reaches
+        the producer thread only after the loop handled it, belong to partitions that may be gone."""
         self._ready = asyncio.Event()
         """Set when a record finishes (or the join has state to write): wakes the committer."""
         self._consuming = asyncio.Lock()
@@ -148,28 +155,43 @@ class StepRunner:
             self._revoking = True
         self._events.append(("revoke", [(tp.topic, tp.partition) for tp in partitions]))
 
-    def _k_poll(self, n: int, timeout: float) -> tuple[list[Message], list[tuple[str, list[tuple[str, int]]]]]:
+    def _k_poll(self, n: int, timeout: float) -> list[Polled]:
         """What is fetched now, up to ``n``; else wait up to ``timeout`` for the first record and take what
         came with it. (``consume(n, timeout)`` would wait out the timeout for a full batch.) With ``n`` 0 the
         group is still served (heartbeats, rebalances); a record it returns is still returned, since a
-        partition assigned meanwhile is not paused, and a record dropped here would be skipped by the commit."""
+        partition assigned meanwhile is not paused, and a record dropped here would be skipped by the commit.
+
+        Records and rebalance events come back in the order they happened: a batch ends at a rebalance, so
+        its records precede the events served in the same call, and poll() serves events before the record it
+        returns. A record fetched before a revocation must be dropped with it, never admitted after it."""
         c = self._consumer
         assert c is not None
-        msgs = c.consume(n, 0) if n > 0 else []
-        if not msgs:
-            first = c.poll(timeout)
-            if first is not None:
-                msgs = [first, *c.consume(n - 1, 0)] if n > 1 else [first]
-        events, self._events = self._events, []
-        if events or self._group_metadata is None:
-            self._group_metadata = c.consumer_group_metadata()
-        return msgs, events
+        out: list[Polled] = []
 
-    def _k_commit(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
+        def take(msgs: list[Message]) -> None:
+            if msgs:
+                out.append(msgs)
+            out.extend(self._events)
+            self._events = []
+
+        batch = c.consume(n, 0) if n > 0 else []
+        take(batch)
+        if not batch:
+            first = c.poll(timeout)
+            take([])  # events served while waiting came before `first`
+            if first is not None:
+                out.append([first])
+                if n > 1:
+                    take(c.consume(n - 1, 0))
+        if self._group_metadata is None or any(isinstance(x, tuple) for x in out):
+            self._group_metadata = c.consumer_group_metadata()
+        return out
+
+    def _k_commit(self, outputs: list[Output], offsets: list[TopicPartition], epoch: int) -> None:
         """Outputs and input offsets in one transaction. Raises KafkaFailure; the caller rewinds."""
         with self._txn_lock:
-            if self._revoking:
-                raise KafkaFailure("partitions are being revoked", abortable=True, fatal=False, retriable=True)
+            if self._revoking or epoch != self._epoch:
+                raise KafkaFailure("partitions were revoked", abortable=True, fatal=False, retriable=True)
             self._k_transaction(outputs, offsets)
 
     def _k_transaction(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
@@ -333,19 +355,22 @@ class StepRunner:
         async with self._consuming:
             # The poll returns on the first record, so a long wait costs no latency; it bounds how late a
             # paused runner notices room again and how often the join's timeouts are checked.
-            msgs, events = await self._kafka(self._k_poll, min(max(room, 0), self.settings.max_batch),
-                                             0.05 if in_flight else 0.1)
-            for kind, tps in events:
-                await self._on_event(kind, tps)
-            if events and admit:
+            polled = await self._kafka(self._k_poll, min(max(room, 0), self.settings.max_batch),
+                                       0.05 if in_flight else 0.1)
+            rebalanced = False
+            for item in polled:
+                if isinstance(item, tuple):
+                    await self._on_event(*item)
+                    rebalanced = True
+                elif admit:
+                    for m in item:
+                        await self._admit(m)
+            if rebalanced and admit:
                 # Whether librdkafka keeps a partition's pause across a rebalance depends on the assignor and
                 # version; a pause nobody remembers stops a step for good. Resume explicitly, and pause again
                 # next cycle if the step is still full.
                 await self._kafka(self._k_pause, False)
                 self._paused = False
-            if admit:
-                for m in msgs:
-                    await self._admit(m)
             if self._stateful:
                 extra = self._encode_all(None, self.step.tick(int(time.time() * 1000)))  # type: ignore[attr-defined]
                 if extra:
@@ -362,6 +387,7 @@ class StepRunner:
             if self._stateful:
                 self._extra.clear()
                 self.step.drop(sorted({p for _, p in tps}))  # type: ignore[attr-defined]
+            self._epoch += 1  # a commit collected before this point is refused
             self._revoking = False  # what belonged to the revoked partitions is gone: commits may go on
         elif kind == "assign" and self._stateful:
             await self._kafka(self._k_restore, sorted({p for _, p in tps}))
@@ -512,6 +538,7 @@ class StepRunner:
         return (dlq_topic(self.step.name), None, cid.encode(), record.raw, encode_headers(headers))
 
     async def _commit(self) -> None:
+        epoch = self._epoch
         outputs: list[Output] = []
         offsets: list[TopicPartition] = []
         advanced: list[tuple[_Partition, int]] = []
@@ -530,7 +557,7 @@ class StepRunner:
         self._extra = []
         started = time.monotonic()
         try:
-            await self._kafka(self._k_commit, outputs, offsets, deadline=45.0, producer=True)
+            await self._kafka(self._k_commit, outputs, offsets, epoch, deadline=45.0, producer=True)
         except KafkaFailure as failure:
             if failure.fatal:
                 raise
