@@ -161,18 +161,29 @@ class StepRunner:
         group is still served (heartbeats, rebalances); a record it returns is still returned, since a
         partition assigned meanwhile is not paused, and a record dropped here would be skipped by the commit.
 
-        Records and rebalance events come back in the order they happened: a batch ends at a rebalance, so
-        its records precede the events served in the same call, and poll() serves events before the record it
-        returns. A record fetched before a revocation must be dropped with it, never admitted after it."""
+        Records and rebalance events come back in the order they happened. poll() serves the callbacks
+        before the record it returns. A batch does not stop at a rebalance, but with the eager protocol a
+        revocation leaves nothing assigned and an assignment follows one, so within a batch the records of an
+        assignment come after it and those of a revocation before it. What goes wrong otherwise: a record
+        fetched before a revocation, admitted after it, commits offsets of a partition now another member's;
+        a record of a new partition handled before the join restored that partition's state."""
         c = self._consumer
         assert c is not None
         out: list[Polled] = []
 
         def take(msgs: list[Message]) -> None:
-            if msgs:
-                out.append(msgs)
-            out.extend(self._events)
-            self._events = []
+            events, self._events = self._events, []
+            if not msgs or len({kind for kind, _ in events}) > 1:
+                # Both kinds with records in one non-blocking call would need a JoinGroup round trip inside it.
+                if msgs and events:
+                    log.warning("revocation and assignment in one batch", extra={"fields": {"events": len(events)}})
+                out.extend(events)
+                if msgs:
+                    out.append(msgs)
+                return
+            out.extend(e for e in events if e[0] == "assign")
+            out.append(msgs)
+            out.extend(e for e in events if e[0] != "assign")
 
         batch = c.consume(n, 0) if n > 0 else []
         take(batch)
