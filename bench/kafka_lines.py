@@ -3,11 +3,13 @@ processes swapped between lines, tickets produced in bursts or at a steady rate,
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bench.measure import CpuMeter, peak_rss_mb, reset_peak_rss
 from bench.pipeline import correlation_id, sample_tickets
+from processors import prompts
 from streams.client import TicketProducer
 from streams.services import proc
 from streams import avro
@@ -45,14 +48,10 @@ class Probe(threading.Thread):
 
     def __init__(self, base_url: str, period_s: float = 0.2) -> None:
         super().__init__(name="bench-probe", daemon=True)
-        import json
-        import urllib.request
-        from processors import prompts
         self._url = f"{base_url}/chat/completions"
         self._body = json.dumps({"model": PROBE_MODEL, "messages": prompts.classify(
             "intent", "Refund", "I was charged twice last month; please refund the second charge.")}).encode()
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self._request = urllib.request.Request
         self.period_s = period_s
         self.ms: list[float] = []
         self._halt = threading.Event()
@@ -61,7 +60,7 @@ class Probe(threading.Thread):
         while not self._halt.is_set():
             t = time.perf_counter()
             try:
-                req = self._request(self._url, data=self._body, headers={"content-type": "application/json"})
+                req = urllib.request.Request(self._url, data=self._body, headers={"content-type": "application/json"})
                 self._opener.open(req, timeout=30).read()
                 self.ms.append((time.perf_counter() - t) * 1000)
             except OSError:
