@@ -26,6 +26,7 @@ from bench.pipeline import Pipeline, Trace, correlation_id, sample_tickets
 from streams import config
 from streams.context import configure_logging
 from streams.models import ModelGateway
+from streams.worker import settle_gc
 
 WARMUP = 8
 
@@ -77,6 +78,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # Warm-up (connections, first calls), with templates the measured run does not use.
         warm = [len(tickets) - 1 - i for i in range(WARMUP)]
         await asyncio.gather(*(one(t, correlation_id(f"{args.tag}w", t, i)) for i, t in enumerate(warm)))
+        settle_gc()  # the same GC settings as a triage worker, so the lines differ by architecture only
 
         pipe.escalation_reasons.clear()
         pids = [int(p) for p in args.pids.split(",") if p] if args.pids else []

@@ -29,6 +29,7 @@ from streams.records import Emit, Record
 from streams.runtime import StepRunner
 from streams.step import StepContext
 from streams.topology import CLASSIFIERS, DRAFTS, ENRICHED, IN, JOINED, ROUTED, VALID
+from streams.worker import settle_gc
 
 INPUTS = {"ingest": (IN,), **{f"classify-{c}": (VALID,) for c in CLASSIFIERS}, "route": (JOINED,),
           "retrieve": (ROUTED,), "generate": (ENRICHED,), "gate": (DRAFTS,)}
@@ -71,6 +72,7 @@ async def run(step: str, trace_path: str, instance: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    settle_gc()  # as a triage worker does: the line measures the runtime, not GC settings
     await StepRunner(obj, ctx, instance=instance).run(stop)
 
 

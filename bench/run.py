@@ -26,6 +26,7 @@ from bench import report
 from bench.kafka_lines import PROBE_MODEL, KafkaBench, Probe
 from bench.measure import cpu_s, percentile, thread_cpu_s
 from bench.pipeline import REPO_ROOT, sample_tickets
+from streams import config
 from tests.fake_openai import FakeModels, parse_mode
 
 LOGNORMAL = "latency:lognormal:150:0.8:5000"
@@ -216,6 +217,12 @@ class Bench:
         self.say(f"triage 200ms: steady {rate:.1f} tickets/s (half of {t['tickets_per_s']:.1f}) for "
                  f"{self.args.steady_seconds:.0f} s ({n} tickets)")
         self.set_latency("200ms")
+        if self.args.steady_warmup_seconds > 0:
+            # A steady state is measured after its ramp: the first seconds at a new rate pay for connection
+            # pools filling and for the broker compiling the code paths of a trickle (not those of a burst).
+            w = max(10, int(rate * self.args.steady_warmup_seconds))
+            self.say(f"  lead-in, not measured: {w} tickets at the same rate")
+            self.kafka.run(self.tag("triage", "steady-lead-in"), w, rate=rate, timeout=self.args.run_timeout)
         probe = Probe(self.fake.base_url)
         probe.start()
         try:
@@ -286,7 +293,8 @@ class Bench:
             "config": {"lines": a.lines, "latencies": {l: latency_mode(l) for l in a.latencies},
                        "partitions": a.partitions, "worker_max_in_flight": 256, "inprocess_concurrency": a.concurrency,
                        "sequential_max_seconds": a.max_seconds, "tickets": a.tickets, "slow_tickets": a.slow_tickets,
-                       "steady_seconds": a.steady_seconds, "broker_warmup": self.broker_warmup,
+                       "steady_seconds": a.steady_seconds, "steady_lead_in_seconds": a.steady_warmup_seconds,
+                       "commit_interval_s": config.load(self.kafka.env()).commit_interval_s, "broker_warmup": self.broker_warmup,
                        "wall_s": round(time.time() - started, 1)},
             "runs": self.runs,
             "half_max": self.half_max,
@@ -346,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steady-seconds", type=float, default=30.0,
                     help="length of triage's steady run at half its max throughput at 200 ms; 0 skips it "
                          "(default: %(default)s)")
+    ap.add_argument("--steady-warmup-seconds", type=float, default=15.0,
+                    help="an unmeasured lead-in at the same rate before the steady run (default: %(default)s)")
     ap.add_argument("--broker-warmup-rounds", type=int, default=6,
                     help="at most this many 0 ms bursts of --tickets before the Kafka lines, to finish the broker's "
                          "JIT compilation (stops early once it is quiet); 0 skips it (default: %(default)s)")

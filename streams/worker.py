@@ -55,7 +55,7 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
         stack.push_async_callback(gateway.close)
         redis = connect(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        _settle_gc()
+        settle_gc()
         watchdog = asyncio.create_task(_heartbeat(), name="watchdog")
         stack.callback(watchdog.cancel)
         stack.callback(faulthandler.cancel_dump_traceback_later)
@@ -64,7 +64,7 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
         await asyncio.gather(*tasks)
 
 
-def _settle_gc() -> None:
+def settle_gc() -> None:
     """Keep the cyclic GC off the objects that live as long as the process.
 
     The imported clients (openai, pydantic, OpenTelemetry, Prometheus) leave some hundred thousand objects that
