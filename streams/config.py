@@ -93,6 +93,8 @@ class Settings:
     partition_serial: bool = False
     """One record in flight per partition: the naive consumer, kept for benchmarks and strict ordering."""
     commit_interval_s: float = 0.1
+    pause_after_s: float = 1.0
+    """A worker full (max_in_flight) for longer than this pauses its partitions; before, it waits for a commit."""
     """How often completed records are committed (one transaction for all of them) while work is in flight."""
     max_batch: int = 500
     join_timeout_s: float = 120.0
@@ -240,6 +242,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256),
         partition_serial=(env.get("TRIAGE_PARTITION_SERIAL") or "0").lower() in ("1", "true", "yes", "on"),
         commit_interval_s=_float(env, "TRIAGE_COMMIT_INTERVAL_S", 0.1),
+        pause_after_s=_float(env, "TRIAGE_PAUSE_AFTER_S", 1.0),
         join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 120.0),
         missing_priority_policy=env.get("TRIAGE_MISSING_PRIORITY") or "human",
         data_dir=Path(env.get("TRIAGE_DATA") or (REPO_ROOT / "deploy" / "sample")),

@@ -19,6 +19,12 @@ the next record is fetched. A poll returns as soon as one record is there; the c
 as soon as a record is done (at most one every ``commit_interval_s``, and one at a time, so a transaction
 carries everything that finished while the previous one was in flight).
 
+Back-pressure: a runner holding ``max_in_flight`` records stops taking more. If a commit makes room within
+``pause_after_s`` it just takes more; only a runner full for longer pauses its partitions, which empties
+librdkafka's prefetch queue. Not pausing at once matters: after a resume librdkafka took about a second to
+fetch again, so a busy join, full after every 100 ms of records, spent most of its time paused. While the
+runner waits without polling, librdkafka's prefetch is bounded by ``queued.max.messages.kbytes``.
+
 The two threads meet at a rebalance: the revoke callback waits for a transaction in flight to finish and
 refuses new ones until the loop has dropped the revoked partitions, so the next owner (whose offset fetch
 waits for our pending transaction, KIP-447) never restores join state older than the offsets it resumes from.
@@ -86,6 +92,9 @@ class Stats:
     peak_in_flight: int = 0
     """Most records held at once (handling, or done and waiting for their commit)."""
     pauses: int = 0
+    """Times the partitions were paused (full for longer than ``pause_after_s``)."""
+    full_waits: int = 0
+    """Times the runner was full and waited for a commit to make room."""
     max_hol_wait_s: float = 0.0
 
 
@@ -112,6 +121,9 @@ class StepRunner:
         self._extra: list[Output] = []
         self._events: list[Event] = []
         self._paused = False
+        self._full_since: float | None = None
+        self._freed = asyncio.Event()
+        """Set when a commit (or a rewind, or a revocation) released records: a full runner has room again."""
         self._cpool = ThreadPoolExecutor(1, thread_name_prefix=f"consumer-{step.name}")
         self._ppool = ThreadPoolExecutor(1, thread_name_prefix=f"producer-{step.name}")
         self._txn_lock = threading.Lock()
@@ -357,12 +369,26 @@ class StepRunner:
         metrics.IN_FLIGHT.labels(self.step.name).set(in_flight)
         room = self.settings.max_in_flight - in_flight if admit else 0
         if admit and not self._paused and room <= 0:
+            now = time.monotonic()
+            if self._full_since is None:
+                self._full_since = now
+                self.stats.full_waits += 1
+            wait = self._full_since + self.settings.pause_after_s - now
+            if wait > 0:
+                self._freed.clear()
+                try:
+                    await asyncio.wait_for(self._freed.wait(), min(wait, 0.1))
+                except asyncio.TimeoutError:
+                    pass
+                return
             await self._kafka(self._k_pause, True)
             self._paused = True
             self.stats.pauses += 1
         elif admit and self._paused and in_flight <= self.settings.max_in_flight // 2:
             await self._kafka(self._k_pause, False)
             self._paused = False
+        if room > 0:
+            self._full_since = None
         async with self._consuming:
             # The poll returns on the first record, so a long wait costs no latency; it bounds how late a
             # paused runner notices room again and how often the join's timeouts are checked.
@@ -405,6 +431,7 @@ class StepRunner:
         log.info(f"partitions {kind}ed", extra={"fields": {"partitions": [f"{t}/{p}" for t, p in tps]}})
 
     def _drop_queue(self, part: _Partition) -> None:
+        self._freed.set()
         for slot in part.queue:
             slot.dropped = True
             if slot.task is not None and not slot.task.done():
@@ -580,6 +607,7 @@ class StepRunner:
         metrics.COMMIT_SECONDS.labels(self.step.name).observe(time.monotonic() - started)
         for part, nxt in advanced:
             part.committed = nxt
+        self._freed.set()
         self.stats.transactions += 1
         metrics.TRANSACTIONS.labels(self.step.name, "committed").inc()
         self.stats.emitted += len(outputs)

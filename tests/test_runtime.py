@@ -66,7 +66,10 @@ def _read_all(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) ->
         c.close()
 
 
-async def test_in_flight_is_bounded_and_every_record_is_emitted_once(pipeline: Stack) -> None:
+@pytest.mark.parametrize("pause_after_s", [0.0, 30.0], ids=["pauses-at-once", "waits-for-commits"])
+async def test_in_flight_is_bounded_and_every_record_is_emitted_once(pipeline: Stack, pause_after_s: float) -> None:
+    """Full, a runner either pauses its partitions (full for longer than pause_after_s) or waits for a commit
+    to make room without pausing; either way it holds at most the limit and emits every record once."""
     run = uuid.uuid4().hex[:8]
     source, sink = f"test.bp.{run}.in", f"test.bp.{run}.out"
     ensure_topics(pipeline.bootstrap, [TopicSpec(source, 3), TopicSpec(sink, 3)])
@@ -75,7 +78,7 @@ async def test_in_flight_is_bounded_and_every_record_is_emitted_once(pipeline: S
         producer.produce(source, key=f"k{i % 37}".encode(), value=f"{run}-{i}".encode())
     assert producer.flush(30) == 0
 
-    settings = dataclasses.replace(pipeline.settings, max_in_flight=LIMIT)
+    settings = dataclasses.replace(pipeline.settings, max_in_flight=LIMIT, pause_after_s=pause_after_s)
     step = SlowEcho(f"test-bp-{run}", source, sink)
     runner = StepRunner(step, StepContext(step.name, settings, None, None), instance="t")  # type: ignore[arg-type]
     stop = asyncio.Event()
@@ -91,4 +94,8 @@ async def test_in_flight_is_bounded_and_every_record_is_emitted_once(pipeline: S
     assert sorted(values) == sorted(f"{run}-{i}".encode() for i in range(RECORDS))  # each once, none lost
     assert runner.stats.peak_in_flight <= LIMIT, runner.stats
     assert step.peak > 1  # records were handled side by side, not one at a time
-    assert runner.stats.pauses >= 1  # 300 records against a limit of 8: the partitions were paused
+    assert runner.stats.full_waits >= 1  # 300 records against a limit of 8: the runner was full
+    if pause_after_s == 0:
+        assert runner.stats.pauses >= 1
+    else:
+        assert runner.stats.pauses == 0  # room came with each commit, long before pause_after_s
