@@ -89,13 +89,15 @@ class Settings:
     max_body_chars: int = 20_000
     max_value_bytes: int = 256 * 1024
     max_in_flight: int = 256
-    """Records one worker handles at once; past it the worker pauses its partitions."""
+    """Records one step runner holds at once (handling, or done and waiting for their commit); past it the
+    runner takes no more, and pauses its partitions if that lasts longer than ``pause_after_s``."""
     partition_serial: bool = False
     """One record in flight per partition: the naive consumer, kept for benchmarks and strict ordering."""
     commit_interval_s: float = 0.1
-    pause_after_s: float = 1.0
-    """A worker full (max_in_flight) for longer than this pauses its partitions; before, it waits for a commit."""
     """How often completed records are committed (one transaction for all of them) while work is in flight."""
+    pause_after_s: float = 1.0
+    """A runner full (max_in_flight) for longer than this pauses its partitions; before, it waits for a commit.
+    At most 30 s: a runner that waits does not poll, so a rebalance of its group waits as long."""
     max_batch: int = 500
     join_timeout_s: float = 120.0
     """A join that has not seen four classifications by then carries on with what it has."""
@@ -150,6 +152,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bounded(value: float, name: str, low: float, high: float) -> float:
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    return value
 
 
 def _cluster_bootstrap(home: Path) -> str | None:
@@ -242,7 +250,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256),
         partition_serial=(env.get("TRIAGE_PARTITION_SERIAL") or "0").lower() in ("1", "true", "yes", "on"),
         commit_interval_s=_float(env, "TRIAGE_COMMIT_INTERVAL_S", 0.1),
-        pause_after_s=_float(env, "TRIAGE_PAUSE_AFTER_S", 1.0),
+        pause_after_s=_bounded(_float(env, "TRIAGE_PAUSE_AFTER_S", 1.0), "TRIAGE_PAUSE_AFTER_S", 0.0, 30.0),
         join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 120.0),
         missing_priority_policy=env.get("TRIAGE_MISSING_PRIORITY") or "human",
         data_dir=Path(env.get("TRIAGE_DATA") or (REPO_ROOT / "deploy" / "sample")),

@@ -72,7 +72,7 @@ def consumer_config(bootstrap: str, group: str, extra: dict[str, Any] | None = N
         # A hop's latency floor when traffic is light: the broker answers a fetch at the latest after this.
         "fetch.wait.max.ms": 25,
         # What librdkafka prefetches while a full worker takes no records (it pauses only after
-        # pause_after_s): 8 MB instead of 64 MB per worker. Once over that, librdkafka looks again after
+        # pause_after_s): 8 MB instead of 64 MB per step runner. Once over that, librdkafka looks again after
         # 100 ms instead of 1 s, so a worker that drains it quickly does not starve (librdkafka #2879).
         "queued.max.messages.kbytes": 8192,
         "fetch.queue.backoff.ms": 100,

@@ -94,7 +94,8 @@ class Stats:
     pauses: int = 0
     """Times the partitions were paused (full for longer than ``pause_after_s``)."""
     full_waits: int = 0
-    """Times the runner was full and waited for a commit to make room."""
+    """Times the runner became full (it then waits for a commit to make room, or pauses at once when
+    ``pause_after_s`` is 0)."""
     max_hol_wait_s: float = 0.0
 
 

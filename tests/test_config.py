@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pytest
+
 from streams import config
 from streams.context import JsonFormatter
 from streams.kafka_io import consumer_config
@@ -44,3 +46,11 @@ def test_secrets_never_show_in_reprs_or_log_lines(tmp_path: Path, caplog) -> Non
     for secret in ("sk-live-123", "redispw", "hunter2"):
         assert secret not in text
     assert s.api_key.reveal() == "sk-live-123"
+
+
+def test_bad_numbers_are_refused_with_the_variable_named() -> None:
+    with pytest.raises(SystemExit, match="TRIAGE_COMMIT_INTERVAL_S must be a number"):
+        config.load({"TRIAGE_COMMIT_INTERVAL_S": "fast"})
+    with pytest.raises(SystemExit, match="TRIAGE_PAUSE_AFTER_S must be between 0 and 30"):
+        config.load({"TRIAGE_PAUSE_AFTER_S": "600"})
+    assert config.load({"TRIAGE_PAUSE_AFTER_S": "0"}).pause_after_s == 0.0
