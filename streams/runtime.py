@@ -90,7 +90,8 @@ class Stats:
     rebalances: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
-    """Most records held at once (handling, or done and waiting for their commit)."""
+    """Most records held at once (handling, or done and waiting for their commit); counted per poll, never
+    below the true peak."""
     pauses: int = 0
     """Times the partitions were paused (full for longer than ``pause_after_s``)."""
     full_waits: int = 0
@@ -396,6 +397,7 @@ class StepRunner:
             polled = await self._kafka(self._k_poll, min(max(room, 0), self.settings.max_batch),
                                        0.05 if in_flight else 0.1)
             rebalanced = False
+            admitted = 0
             for item in polled:
                 if isinstance(item, tuple):
                     await self._on_event(*item)
@@ -403,6 +405,9 @@ class StepRunner:
                 elif admit:
                     for m in item:
                         await self._admit(m)
+                    admitted += len(item)
+            # Only admission adds records, so this bounds the peak from above without a per-record recount.
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, in_flight + admitted)
             if rebalanced and admit:
                 # Whether librdkafka keeps a partition's pause across a rebalance depends on the assignor and
                 # version; a pause nobody remembers stops a step for good. Resume explicitly, and pause again
@@ -451,7 +456,6 @@ class StepRunner:
         slot = _Slot(offset=msg.offset())
         part.queue.append(slot)
         self.stats.consumed += 1
-        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
         record = self._record(msg)
         slot.record = record
         if self._stateful:
