@@ -153,8 +153,11 @@ class ModelGateway:
                 # The client's generic post, not the typed ``chat.completions.create``: the typed path spends
                 # twice the transport's CPU checking our request against TypedDicts and building pydantic
                 # models we read two fields of. Auth, base URL, timeouts and error mapping stay the client's.
-                doc = await asyncio.wait_for(self._client.post("/chat/completions", body=body, cast_to=object,
-                                                               options={"timeout": timeout}), timeout + 1.0)
+                # The outer bound is a backstop for the client's own timeout; asyncio.timeout, unlike wait_for,
+                # does not start a task per call.
+                async with asyncio.timeout(timeout + 1.0):
+                    doc = await self._client.post("/chat/completions", body=body, cast_to=object,
+                                                  options={"timeout": timeout})
             except (asyncio.TimeoutError, openai.OpenAIError) as exc:
                 err = _translate(exc)
                 if err.retryable:
