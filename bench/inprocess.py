@@ -19,13 +19,13 @@ import urllib.request
 from typing import Any
 
 import psutil
-import redis.asyncio as aioredis
 
 from bench.measure import peak_rss_mb
 from bench.pipeline import Pipeline, Trace, correlation_id, sample_tickets
 from streams import config
 from streams.context import configure_logging
 from streams.models import ModelGateway
+from streams.tenant_state import connect
 from streams.worker import settle_gc
 
 WARMUP = 8
@@ -53,12 +53,10 @@ def _cpu(pids: list[int]) -> dict[int, float]:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     settings = config.load()
     gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal())
-    # streams.tenant_state.connect() caps its pool at 32 connections per process, sized for one step per
-    # worker; with every step of hundreds of tickets in one process, memo calls then waited past the pool's
-    # 5 s timeout. So the in-process lines get a pool as large as their concurrency (same timeouts otherwise).
-    redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=max(32, args.concurrency), timeout=5, socket_timeout=2.0,
-        socket_connect_timeout=2.0, health_check_interval=10))
+    # The workers' client (commands coalesced per loop turn), with a pool as large as the concurrency: 32
+    # connections are sized for one step per worker, and with every step of hundreds of tickets in one
+    # process, memo calls waited past the pool's 5 s timeout.
+    redis = connect(settings.redis_url, max_connections=max(32, args.concurrency))
     pipe = Pipeline(settings, gateway, redis)
     tickets = sample_tickets()
     try:

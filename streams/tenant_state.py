@@ -15,18 +15,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams.errors import GuardTripped, StateError
+from streams.redis_coalesce import CoalescingRedis
 
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MEMO_TTL_S = 24 * 3600
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A pooled async client. Short timeouts: a step degrades (memo miss) rather than hang on a dead Redis."""
+def connect(url: str, max_connections: int = 32) -> aioredis.Redis:
+    """A pooled async client whose commands go out one pipeline per loop turn (see streams.redis_coalesce).
+    Short timeouts: a step degrades (memo miss) rather than hang on a dead Redis."""
     # A bounded pool that waits for a free connection: hundreds of records in flight per worker would otherwise
     # open hundreds of connections each and exhaust the server's maxclients.
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=5, socket_timeout=2.0,
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5, socket_timeout=2.0,
                                                     socket_connect_timeout=2.0, health_check_interval=10)
-    return aioredis.Redis(connection_pool=pool)
+    return CoalescingRedis(connection_pool=pool)
 
 
 class TenantStore:
