@@ -506,7 +506,8 @@ class StepRunner:
                 attempts += 1
                 try:
                     left = max(0.001, deadline - time.monotonic())
-                    emits = await asyncio.wait_for(self.step.handle(record, self.ctx), left)
+                    async with asyncio.timeout(left):  # not wait_for: that starts a second task per record
+                        emits = await self.step.handle(record, self.ctx)
                     outputs = self._encode_all(record, emits)
                     break
                 except TriageError as exc:
