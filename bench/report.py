@@ -5,6 +5,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -64,6 +65,29 @@ def row(line: str, latency: str, offered: int, starts: list[float], ends: list[f
         "model_calls_per_ticket": _r(calls / n if n else math.nan, 2),
         "outcomes": counts, **extra,
     }
+
+
+_MEDIANS = {"tickets_per_s": 1, "p50_ms": 1, "p95_ms": 1, "p99_ms": 1, "cpu_s_per_ticket": 5, "peak_rss_mb": 1,
+            "elapsed_s": 2, "model_calls_per_ticket": 2}
+
+
+def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One entry of ``runs`` from repeats of the same run: the median of each figure, every repeat kept under
+    ``repeats``. The other fields (outcomes, extras) are those of the repeat with the median throughput."""
+    if len(rows) == 1:
+        return rows[0]
+    ok = [r for r in rows if r.get("tickets")]
+    if not ok:
+        return rows[-1]
+    out = dict(sorted(ok, key=lambda r: r["tickets_per_s"] or 0.0)[len(ok) // 2])
+    for field, nd in _MEDIANS.items():
+        values = [r[field] for r in ok if r.get(field) is not None]
+        out[field] = _r(statistics.median(values), nd) if values else None
+    out["cpu_s"] = {k: _r(statistics.median(r["cpu_s"].get(k, 0.0) for r in ok), 2) for k in out["cpu_s"]}
+    out["complete"] = all(r.get("complete") for r in rows)
+    out["repeats"] = [{k: r.get(k) for k in ("tickets", "tickets_per_s", "p50_ms", "p99_ms", "cpu_s_per_ticket",
+                                             "complete")} for r in rows]
+    return out
 
 
 def _r(x: float, nd: int = 1) -> float | None:

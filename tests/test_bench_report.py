@@ -1,0 +1,33 @@
+"""The benchmark's repeats: one entry of medians, with every repeat kept so the median can be checked."""
+from __future__ import annotations
+
+from typing import Any
+
+from bench import report
+
+
+def _row(tps: float, p99: float, cpu: float, complete: bool = True) -> dict[str, Any]:
+    return {"line": "triage", "latency": "0ms", "tickets": 1000, "tickets_per_s": tps, "p50_ms": p99 / 2,
+            "p95_ms": p99 * 0.9, "p99_ms": p99, "cpu_s_per_ticket": cpu, "peak_rss_mb": 900.0, "elapsed_s": 1000 / tps,
+            "model_calls_per_ticket": 6.24, "cpu_s": {"workers": cpu * 700, "broker": cpu * 300},
+            "complete": complete, "outcomes": {"responses": 1000}, "marker": tps}
+
+
+def test_each_figure_is_its_own_median_and_every_repeat_is_kept() -> None:
+    rows = [_row(150.0, 6000.0, 0.012), _row(220.0, 4400.0, 0.0083), _row(170.0, 6100.0, 0.0108)]
+    m = report.median_of(rows)
+    assert (m["tickets_per_s"], m["p99_ms"], m["cpu_s_per_ticket"]) == (170.0, 6000.0, 0.0108)
+    assert m["cpu_s"] == {"workers": 7.56, "broker": 3.24}
+    assert m["marker"] == 170.0, "other fields come from the repeat with the median throughput"
+    assert [r["tickets_per_s"] for r in m["repeats"]] == [150.0, 220.0, 170.0]
+    assert m["complete"]
+
+
+def test_one_incomplete_repeat_marks_the_entry_incomplete() -> None:
+    m = report.median_of([_row(150.0, 1.0, 0.01), _row(151.0, 1.0, 0.01, complete=False), _row(152.0, 1.0, 0.01)])
+    assert not m["complete"]
+
+
+def test_a_single_run_is_reported_as_it_is() -> None:
+    row = _row(150.0, 1.0, 0.01)
+    assert report.median_of([row]) is row
