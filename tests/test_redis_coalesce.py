@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from streams.redis_coalesce import CoalescingRedis
@@ -103,3 +105,32 @@ async def test_a_dead_server_fails_every_caller_of_the_batch_with_a_state_error(
     finally:
         await r.aclose()
     assert all(isinstance(x, StateError) and "memo read failed" in str(x) for x in results), results
+
+
+async def test_a_shutdown_that_cancels_a_send_still_answers_its_callers(client: Any, redis_url: str) -> None:
+    """aclose() under a deadline cancels the batches in flight; their callers must hear of it, not hang."""
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        for n in (1, 3):  # the plain-command path and the pipeline path
+            await client.ping()
+            await admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")  # replies wait a second
+            callers = [asyncio.ensure_future(client.get("k")) for _ in range(n)]
+            while not client._sending:  # the batch is on its way
+                await asyncio.sleep(0)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.aclose(), 0.1)
+            done, pending = await asyncio.wait(callers, timeout=5)
+            assert not pending, f"a batch of {n}: callers left waiting"
+            assert all(isinstance(t.exception(), RedisConnectionError) for t in done)
+            await admin.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await admin.aclose()
+
+
+async def test_connection_state_commands_are_not_batched(client: Any) -> None:
+    """WATCH in a pipeline runs at once and is never read back, which would shift every later reply."""
+    await client.set("a", "A")
+    client.batches.clear()
+    got = await asyncio.gather(client.get("a"), client.execute_command("WATCH", "a"), client.get("a"))
+    assert got == [b"A", True, b"A"]
+    assert client.batches == [2], "the two GETs went out together, WATCH on its own"
