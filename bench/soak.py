@@ -27,7 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0, help="how long to send (default 30)")
     ap.add_argument("--rate", type=float, default=10.0, help="tickets per second (default 10)")
     ap.add_argument("--every", type=float, default=30.0, help="seconds between samples (default 30)")
