@@ -259,6 +259,7 @@ class Bench:
         reps = 1 if line in SLOW_LINES else max(1, self.args.repeats)
         rows = []
         for i in range(reps):
+            self._reset_drift()  # each repeat starts from the same state, as each run does
             r = fn()
             if reps > 1:
                 self.say(f"    repeat {i + 1}/{reps}: {r['tickets_per_s']} tickets/s, p99 {r['p99_ms']} ms, "
