@@ -86,7 +86,7 @@ def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["cpu_s"] = {k: _r(statistics.median(r["cpu_s"].get(k, 0.0) for r in ok), 2) for k in out["cpu_s"]}
     out["complete"] = all(r.get("complete") for r in rows)
     out["repeats"] = [{k: r.get(k) for k in ("tickets", "tickets_per_s", "p50_ms", "p99_ms", "cpu_s_per_ticket",
-                                             "complete")} for r in rows]
+                                             "model_calls_per_ticket", "outcomes", "complete")} for r in rows]
     return out
 
 
