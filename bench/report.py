@@ -72,22 +72,32 @@ _MEDIANS = {"tickets_per_s": 1, "p50_ms": 1, "p95_ms": 1, "p99_ms": 1, "cpu_s_pe
 
 
 def median_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One entry of ``runs`` from repeats of the same run: the median of each figure, every repeat kept under
-    ``repeats``. The other fields (outcomes, extras) are those of the repeat with the median throughput."""
+    """One entry of ``runs`` from repeats of the same run: the (low) median of each figure, every repeat kept
+    under ``repeats``. ``duplicates`` is the sum over the repeats (any is a failure of exactly-once); the other
+    fields (outcomes, extras) are those of the repeat with the median throughput. A repeat that failed (no
+    tickets) is kept in ``repeats`` and makes the entry incomplete, but does not void the others."""
     if len(rows) == 1:
         return rows[0]
     ok = [r for r in rows if r.get("tickets")]
     if not ok:
         return rows[-1]
-    out = dict(sorted(ok, key=lambda r: r["tickets_per_s"] or 0.0)[len(ok) // 2])
+    out = dict(sorted(ok, key=lambda r: r["tickets_per_s"] or 0.0)[(len(ok) - 1) // 2])
     for field, nd in _MEDIANS.items():
-        values = [r[field] for r in ok if r.get(field) is not None]
-        out[field] = _r(statistics.median(values), nd) if values else None
-    out["cpu_s"] = {k: _r(statistics.median(r["cpu_s"].get(k, 0.0) for r in ok), 2) for k in out["cpu_s"]}
+        out[field] = _median_low([r.get(field) for r in ok], nd)
+    groups = dict.fromkeys(k for r in ok for k in r.get("cpu_s", {}))
+    out["cpu_s"] = {k: _median_low([r.get("cpu_s", {}).get(k) for r in ok], 2) for k in groups}
+    if any("duplicates" in r for r in ok):
+        out["duplicates"] = sum(r.get("duplicates") or 0 for r in ok)
     out["complete"] = all(r.get("complete") for r in rows)
-    out["repeats"] = [{k: r.get(k) for k in ("tickets", "tickets_per_s", "p50_ms", "p99_ms", "cpu_s_per_ticket",
-                                             "model_calls_per_ticket", "outcomes", "complete")} for r in rows]
+    out["repeats"] = [{k: r[k] for k in ("tickets", "tickets_per_s", "p50_ms", "p99_ms", "cpu_s_per_ticket",
+                                         "model_calls_per_ticket", "outcomes", "duplicates", "complete", "error")
+                       if k in r} for r in rows]
     return out
+
+
+def _median_low(values: list[float | None], nd: int) -> float | None:
+    present = [v for v in values if v is not None]
+    return _r(statistics.median_low(present), nd) if present else None
 
 
 def _r(x: float, nd: int = 1) -> float | None:

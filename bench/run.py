@@ -256,15 +256,24 @@ class Bench:
     # ---- driver ----------------------------------------------------------------------------------------------
     def repeated(self, fn: Any, line: str) -> dict[str, Any]:
         """``fn`` run ``--repeats`` times (once for the slow naive and sequential lines), as one median entry."""
-        reps = 1 if line in SLOW_LINES else max(1, self.args.repeats)
+        reps = 1 if line in SLOW_LINES else self.args.repeats
         rows = []
         for i in range(reps):
             self._reset_drift()  # each repeat starts from the same state, as each run does
-            r = fn()
-            if reps > 1:
+            if reps == 1:
+                return fn()
+            try:
+                r = fn()
+            except Exception as exc:  # noqa: BLE001 - one failed repeat must not void the others
+                traceback.print_exc()
+                r = {"tickets": 0, "complete": False, "error": f"{type(exc).__name__}: {exc}"}
+                self.say(f"    repeat {i + 1}/{reps}: failed: {r['error']}")
+            else:
                 self.say(f"    repeat {i + 1}/{reps}: {r['tickets_per_s']} tickets/s, p99 {r['p99_ms']} ms, "
                          f"CPU {r['cpu_s_per_ticket']} s/ticket")
             rows.append(r)
+        if not any(r.get("tickets") for r in rows):
+            raise RuntimeError(f"every repeat failed: {rows[-1]['error']}")
         return report.median_of(rows)
 
     def record(self, fn: Any, line: str, latency: str) -> None:
@@ -335,6 +344,13 @@ def _outcome(topic: str) -> str:
     return outcome_of(topic)
 
 
+def _at_least_one(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {n}")
+    return n
+
+
 def _csv(choices: tuple[str, ...] | None = None) -> Any:
     def parse(text: str) -> list[str]:
         items = [t.strip() for t in text.split(",") if t.strip()]
@@ -375,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--broker-warmup-rounds", type=int, default=6,
                     help="at most this many 0 ms bursts of --tickets before the Kafka lines, to finish the broker's "
                          "JIT compilation (stops early once it is quiet); 0 skips it (default: %(default)s)")
-    ap.add_argument("--repeats", type=int, default=3,
+    ap.add_argument("--repeats", type=_at_least_one, default=3,
                     help="runs of each burst of triage, langgraph and limit, reported as medians; naive and "
                          "sequential run once, they take minutes (default: %(default)s)")
     ap.add_argument("--concurrency", type=int, default=256, help="langgraph's tickets in flight (default: %(default)s)")

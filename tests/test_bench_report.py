@@ -6,11 +6,11 @@ from typing import Any
 from bench import report
 
 
-def _row(tps: float, p99: float, cpu: float, complete: bool = True) -> dict[str, Any]:
+def _row(tps: float, p99: float, cpu: float, complete: bool = True, duplicates: int = 0) -> dict[str, Any]:
     return {"line": "triage", "latency": "0ms", "tickets": 1000, "tickets_per_s": tps, "p50_ms": p99 / 2,
             "p95_ms": p99 * 0.9, "p99_ms": p99, "cpu_s_per_ticket": cpu, "peak_rss_mb": 900.0, "elapsed_s": 1000 / tps,
             "model_calls_per_ticket": 6.24, "cpu_s": {"workers": cpu * 700, "broker": cpu * 300},
-            "complete": complete, "outcomes": {"responses": 1000}, "marker": tps}
+            "complete": complete, "outcomes": {"responses": 1000}, "duplicates": duplicates, "marker": tps}
 
 
 def test_each_figure_is_its_own_median_and_every_repeat_is_kept() -> None:
@@ -31,3 +31,19 @@ def test_one_incomplete_repeat_marks_the_entry_incomplete() -> None:
 def test_a_single_run_is_reported_as_it_is() -> None:
     row = _row(150.0, 1.0, 0.01)
     assert report.median_of([row]) is row
+
+
+def test_a_duplicate_in_any_repeat_shows_in_the_entry() -> None:
+    m = report.median_of([_row(150.0, 1.0, 0.01, duplicates=3), _row(170.0, 1.0, 0.01), _row(220.0, 1.0, 0.01,
+                                                                                            duplicates=2)])
+    assert m["duplicates"] == 5
+    assert [r["duplicates"] for r in m["repeats"]] == [3, 0, 2]
+
+
+def test_a_failed_repeat_is_kept_and_the_others_still_count() -> None:
+    failed = {"tickets": 0, "complete": False, "error": "RuntimeError: broker gone"}
+    m = report.median_of([_row(150.0, 5.0, 0.02), failed, _row(170.0, 4.0, 0.01)])
+    # Two usable repeats: the low median is a figure one of them had, and its other fields come with it.
+    assert (m["tickets_per_s"], m["p99_ms"], m["cpu_s_per_ticket"], m["marker"]) == (150.0, 4.0, 0.01, 150.0)
+    assert not m["complete"]
+    assert m["repeats"][1] == failed
