@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
@@ -115,8 +116,10 @@ async def test_a_shutdown_that_cancels_a_send_still_answers_its_callers(client: 
             await client.ping()
             await admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")  # replies wait a second
             callers = [asyncio.ensure_future(client.get("k")) for _ in range(n)]
+            deadline = time.monotonic() + 5
             while not client._sending:  # the batch is on its way
-                await asyncio.sleep(0)
+                assert time.monotonic() < deadline, "the batch was never sent"
+                await asyncio.sleep(0)  # a turn of the loop, not a wait
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(client.aclose(), 0.1)
             done, pending = await asyncio.wait(callers, timeout=5)
