@@ -145,6 +145,48 @@ class Stack:
     def alive(self) -> dict[str, int]:
         return {step: sum(p.poll() is None for p in ps) for step, ps in self.workers.items()}
 
+    def progress(self) -> dict[str, Any]:
+        """Where each step stands, for a test that failed to say where the tickets stopped: per input
+        partition, the group's committed offset, the last stable offset (what read_committed readers may read
+        up to) and the high watermark, plus whether its worker lives and the last warnings of its log."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from processors.registry import build
+        from streams.kafka_io import base_config
+        from streams.topology import group_id
+
+        def client(group: str, isolation: str) -> Consumer:
+            return Consumer(base_config(self.bootstrap, **{"group.id": group, "isolation.level": isolation}))
+
+        doc: dict[str, Any] = {}
+        committed_reader, stable, high = client("triage.test.progress", "read_committed"), None, None
+        try:
+            stable, high = committed_reader, client("triage.test.progress", "read_uncommitted")
+            for step in STEPS:
+                group = client(group_id(step), "read_committed")
+                try:
+                    tps = [TopicPartition(t, p) for t in build(step, self.settings).inputs
+                           for p in range(self.settings.partitions)]
+                    parts = {}
+                    for tp in group.committed(tps, timeout=10):
+                        key = TopicPartition(tp.topic, tp.partition)
+                        lso = stable.get_watermark_offsets(key, timeout=10)[1]
+                        hw = high.get_watermark_offsets(key, timeout=10)[1]
+                        parts[f"{tp.topic}/{tp.partition}"] = [tp.offset, lso, hw]
+                finally:
+                    group.close()
+                log = self.home / "logs" / f"test-worker-{step}-0.log"
+                lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+                warnings = [l[:300] for l in lines if '"level": "info"' not in l][-4:]
+                doc[step] = {"alive": self.alive().get(step, 0), "committed/stable/high": parts, "log": warnings}
+        except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure it explains
+            doc["error"] = repr(exc)
+        finally:
+            for c in (committed_reader, high):
+                if c is not None:
+                    c.close()
+        return doc
+
     # ---- traffic ---------------------------------------------------------------------------------------
     def produce(self, docs: Iterable[dict[str, Any]], *, as_json: bool = False, prefix: str = "") -> dict[str, dict[str, Any]]:
         p = TicketProducer(self.bootstrap, as_json=as_json)

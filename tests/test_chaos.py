@@ -97,6 +97,9 @@ def test_nothing_lost_nothing_doubled_under_kill_9(chaos_stack: Stack) -> None:
               "self_exits_revived": driver.revived,
               "terminal": dict(Counter(outs[0].topic for outs in outcomes.values()))}
     print("chaos:", json.dumps(report))
+    if missing:
+        # Where the tickets stopped: the one thing a CI log must say when this fails.
+        print("progress:", json.dumps(chaos_stack.progress()))
     (Path(chaos_stack.home) / "chaos-report.json").write_text(json.dumps(report, indent=2))
     assert not driver.errors, driver.errors
     assert set(killed) == set(STEPS), f"every step must be killed at least once: {killed}"
