@@ -4,6 +4,7 @@ librdkafka's client errors are translated here into :class:`KafkaFailure` with t
 """
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -81,12 +82,22 @@ def consumer_config(bootstrap: str, group: str, extra: dict[str, Any] | None = N
     return conf
 
 
-def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 30.0) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Every committed (key, value) of one partition, from the beginning to the current end."""
-    c = Consumer(base_config(bootstrap, **{"group.id": "triage.restore", "enable.auto.commit": False,
-                                           "isolation.level": "read_committed", "enable.partition.eof": True}))
+def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 30.0,
+                   settle: float = 45.0) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """Every committed (key, value) of one partition, from the beginning to its end once no transaction is
+    open on it (waited for up to ``settle`` seconds).
+
+    Why wait: commit_transaction returns before the coordinator has written the commit markers, so right after
+    a commit of our own (then a rewind, or a rebalance within this process) a read_committed read ends below
+    records already committed, and state restored from it would lack them while the input offsets are past
+    them. A dead writer's open transaction is aborted within transaction.timeout.ms (20 s) and the broker's
+    10 s check, hence 45 s.
+    """
+    tp = TopicPartition(topic, partition)
+    conf = {"group.id": "triage.restore", "enable.auto.commit": False, "enable.partition.eof": True}
+    c = Consumer(base_config(bootstrap, **conf, **{"isolation.level": "read_committed"}))
     try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        low, high = _settled_end(bootstrap, c, tp, conf, timeout, settle)
         if high <= low:
             return
         c.assign([TopicPartition(topic, partition, low)])
@@ -106,6 +117,24 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 
                 return
     finally:
         c.close()
+
+
+def _settled_end(bootstrap: str, committed: Consumer, tp: TopicPartition, conf: dict[str, Any], timeout: float,
+                 settle: float) -> tuple[int, int]:
+    """(low, last stable offset) of ``tp`` once the last stable offset has reached the high watermark."""
+    uncommitted = Consumer(base_config(bootstrap, **conf, **{"isolation.level": "read_uncommitted"}))
+    try:
+        until = time.monotonic() + settle
+        while True:
+            low, stable = committed.get_watermark_offsets(tp, timeout=timeout)
+            if stable >= uncommitted.get_watermark_offsets(tp, timeout=timeout)[1]:
+                return low, stable
+            if time.monotonic() > until:
+                raise KafkaFailure(f"{tp.topic}[{tp.partition}] has had a transaction open for {settle:.0f} s",
+                                   abortable=False, fatal=False, retriable=True)
+            time.sleep(0.05)
+    finally:
+        uncommitted.close()
 
 
 def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
