@@ -15,6 +15,8 @@ STEP_SECONDS = Histogram("triage_step_seconds", "Time to handle one record", ["s
 IN_FLIGHT = Gauge("triage_in_flight", "Records consumed and not yet committed", ["step"])
 HOL_WAIT = Gauge("triage_head_of_line_seconds", "Longest time one record held its partition's commits", ["step"])
 TRANSACTIONS = Counter("triage_transactions_total", "Kafka transactions", ["step", "outcome"])
+STALLS = Counter("triage_consumer_stalls_total",
+                 "Runners restarted because a partition had records to read that the consumer did not fetch", ["step"])
 COMMIT_SECONDS = Histogram("triage_commit_seconds", "Time one transaction (outputs and offsets) took to commit",
                            ["step"], buckets=_STEP_BUCKETS)
 MODEL_CALLS = Counter("triage_model_calls_total", "Model calls", ["model", "tenant", "outcome"])

@@ -56,6 +56,15 @@ log = logging.getLogger("triage.runtime")
 Output = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
 Event = tuple[str, list[tuple[str, int]]]
 Polled = list[Message] | Event
+TXN_BUDGET_S = 30.0
+ABORT_TIMEOUT_S = 10.0
+COMMIT_DEADLINE_S = 45.0
+"""A commit call that has not returned by then (budget and abort spent) is stuck in the client."""
+ABORTS_IN_ROW = 5
+WATCH_EVERY_S = 15.0
+STALL_AFTER_S = 60.0
+"""An assigned partition whose consumer has not moved for this long while the runner had room, and that had
+committed records to read at two watches in a row, is stalled: the runner starts again with fresh clients."""
 """What a poll returns, in order: a run of records, or a rebalance event ("assign"/"revoke", partitions)."""
 
 
@@ -98,6 +107,10 @@ class Stats:
     """Times the runner became full (it then waits for a commit to make room, or pauses at once when
     ``pause_after_s`` is 0)."""
     max_hol_wait_s: float = 0.0
+    watches: int = 0
+    """Times the watchdog looked at the consumer's positions."""
+    stalls: int = 0
+    """Times the watchdog found a partition with records to read that the consumer did not fetch."""
 
 
 class KafkaStuck(KafkaFailure):
@@ -107,11 +120,16 @@ class KafkaStuck(KafkaFailure):
         super().__init__(message, abortable=False, fatal=True, retriable=False)
 
 
+class CommitRefused(KafkaFailure):
+    """A commit collected before a revocation: not sent, the records are read again."""
+
+
 class StepRunner:
     """Runs ``step`` until ``stop`` is set. One per step per worker process."""
 
     def __init__(self, step: Step, ctx: StepContext, *, instance: str,
-                 consumer_extra: dict[str, Any] | None = None, producer_extra: dict[str, Any] | None = None) -> None:
+                 consumer_extra: dict[str, Any] | None = None, producer_extra: dict[str, Any] | None = None,
+                 watch_every_s: float = WATCH_EVERY_S, stall_after_s: float = STALL_AFTER_S) -> None:
         self.step, self.ctx, self.instance = step, ctx, instance
         self.settings = ctx.settings
         self.stats = Stats()
@@ -148,6 +166,18 @@ class StepRunner:
         self._producer: Producer | None = None
         self._stateful = bool(getattr(step, "stateful", False))
         self._stuck = False
+        self._aborts_in_row = 0
+        self._watch_every_s, self._stall_after_s = watch_every_s, stall_after_s
+        self._next_watch = 0.0
+        self._watch_seen: dict[tuple[str, int], tuple[int, float]] = {}
+        """Per assigned partition: the consumer's position at the last watch that saw it move, and when."""
+        self._lag_seen: set[tuple[str, int]] = set()
+        """Idle partitions that had records to read at the last watch."""
+        self._watch_busy: tuple[int, int, int] = (0, 0, 0)
+        self._broken: asyncio.Future[BaseException] | None = None
+        """Resolved with the committer's error when it fails: ends every Kafka wait of the loop at once. Without
+        it a poll whose revocation callback waits for the stuck transaction would hold the loop until its own
+        deadline (180 s) before anyone read the committer's error."""
 
     # ---- Kafka thread ---------------------------------------------------------------------------------
     def _k_open_producer(self) -> None:
@@ -216,15 +246,21 @@ class StepRunner:
         """Outputs and input offsets in one transaction. Raises KafkaFailure; the caller rewinds."""
         with self._txn_lock:
             if self._revoking or epoch != self._epoch:
-                raise KafkaFailure("partitions were revoked", abortable=True, fatal=False, retriable=True)
+                raise CommitRefused("partitions were revoked", abortable=True, fatal=False, retriable=True)
             self._k_transaction(outputs, offsets)
 
     def _k_transaction(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
         p = self._producer
         assert p is not None
+        # One budget for the whole transaction, so that it ends by itself (committed, or aborted and rewound)
+        # well inside the caller's deadline of 45 s; the sum of separate timeouts would outlast that deadline and
+        # turn a slow coordinator (a broker restart) into a process restart.
+        end = time.monotonic() + TXN_BUDGET_S
+
+        def left() -> float:
+            return max(1.0, end - time.monotonic())
         try:
             p.begin_transaction()
-            stuck_until = time.monotonic() + 60
             for topic, partition, key, value, headers in outputs:
                 while True:
                     try:
@@ -235,23 +271,24 @@ class StepRunner:
                         break
                     except BufferError:
                         # The local queue is full: let deliveries drain, but not forever (broker gone).
-                        if time.monotonic() > stuck_until:
-                            raise KafkaFailure("producer queue full for 60 s", abortable=True, fatal=False,
-                                               retriable=True) from None
+                        if time.monotonic() > end:
+                            raise KafkaFailure(f"producer queue full for {TXN_BUDGET_S:.0f} s", abortable=True,
+                                               fatal=False, retriable=True) from None
                         p.poll(0.05)
             # Deliver the outputs before adding the offsets. Measured at 10 tickets/s: a hop's p90 fell from
             # ~125 ms to ~45 ms; without it the commit often waited out a further delivery cycle.
-            if p.flush(30) > 0:
-                raise KafkaFailure("outputs not delivered within 30 s", abortable=True, fatal=False, retriable=True)
+            if p.flush(left()) > 0:
+                raise KafkaFailure(f"outputs not delivered within {TXN_BUDGET_S:.0f} s", abortable=True, fatal=False,
+                                   retriable=True)
             if offsets:
-                p.send_offsets_to_transaction(offsets, self._group_metadata, 20)
+                p.send_offsets_to_transaction(offsets, self._group_metadata, left())
             for i in range(3):
                 try:
-                    p.commit_transaction(30)
+                    p.commit_transaction(left())
                     return
                 except KafkaException as exc:
                     f = KafkaFailure.of(exc)
-                    if f.retriable and not f.abortable and i < 2:
+                    if f.retriable and not f.abortable and i < 2 and time.monotonic() < end:
                         continue
                     raise
         except (KafkaException, KafkaFailure) as exc:
@@ -259,7 +296,7 @@ class StepRunner:
             if failure.fatal:
                 raise failure from exc
             try:
-                p.abort_transaction(30)
+                p.abort_transaction(ABORT_TIMEOUT_S)
             except KafkaException as abort_exc:
                 # A producer that cannot abort is in an unknown state: the supervisor starts a fresh one.
                 raise KafkaFailure(f"abort failed: {KafkaFailure.of(abort_exc)}", abortable=False, fatal=True,
@@ -272,8 +309,11 @@ class StepRunner:
             try:
                 self._consumer.seek(tp)
             except KafkaException as exc:
-                # Not assigned any more: the new owner starts from the committed offset anyway.
-                log.info("seek skipped", extra={"fields": {"tp": f"{tp.topic}/{tp.partition}", "error": str(exc)}})
+                # Every partition seeked is still assigned (no poll ran since its records were taken, so no
+                # revocation either). Going on would fetch from wherever the consumer stands and commit past the
+                # records between: a fresh runner resumes from the committed offsets instead.
+                raise KafkaFailure(f"seek of {tp.topic}/{tp.partition} to {tp.offset} failed: {exc}",
+                                   abortable=False, fatal=True, retriable=False) from exc
 
     def _k_pause(self, pause: bool) -> None:
         assert self._consumer is not None
@@ -285,6 +325,47 @@ class StepRunner:
         def reader(partition: int) -> Any:
             return read_partition(self.settings.bootstrap, JOIN_STATE, partition)
         self.step.restore(partitions, reader)  # type: ignore[attr-defined]
+
+    def _k_stalled(self, now: float) -> str | None:
+        """A partition whose position has not moved for ``stall_after_s`` and that had committed records to
+        read at this watch and the one before; None if there is none. Two watches, so a record that arrived
+        just before a watch is not taken for a stall. Asks the broker only about partitions idle that long, so
+        a healthy runner pays nothing but a local position() per watch."""
+        c = self._consumer
+        assert c is not None
+        seen: dict[tuple[str, int], tuple[int, float]] = {}
+        idle: list[TopicPartition] = []
+        for tp in c.position(c.assignment()):
+            key = (tp.topic, tp.partition)
+            prev = self._watch_seen.get(key)
+            if prev is not None and prev[0] == tp.offset:
+                seen[key] = prev
+                if now - prev[1] >= self._stall_after_s:
+                    idle.append(tp)
+            else:
+                seen[key] = (tp.offset, now)
+        self._watch_seen = seen
+        lagging, self._lag_seen = self._lag_seen, set()
+        if not idle:
+            return None
+        try:
+            # Nothing taken since the assignment or a seek: the position is unknown, the committed offset is where
+            # it starts.
+            unknown = [TopicPartition(t.topic, t.partition) for t in idle if t.offset < 0]
+            starts = {(t.topic, t.partition): t.offset for t in c.committed(unknown, timeout=5)} if unknown else {}
+            for tp in idle:
+                key = (tp.topic, tp.partition)
+                low, end = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)  # stable end
+                pos = tp.offset if tp.offset >= 0 else starts.get(key, -1)
+                pos = pos if pos >= 0 else low
+                if end > pos:
+                    if key in lagging:
+                        return (f"{tp.topic}/{tp.partition} has had records {pos}..{end - 1} to read and the consumer "
+                                f"has not moved for {now - seen[key][1]:.0f} s")
+                    self._lag_seen.add(key)
+        except KafkaException as exc:
+            log.info("stall check failed", extra={"fields": {"error": str(exc)}})  # asked again next watch
+        return None
 
     def _k_assigned(self) -> list[int]:
         assert self._consumer is not None
@@ -306,11 +387,14 @@ class StepRunner:
         a call past ``deadline`` cannot be interrupted, so the runner declares itself stuck and the process
         restarts."""
         fut = asyncio.get_running_loop().run_in_executor(self._ppool if producer else self._cpool, fn, *args)
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), deadline)
-        except asyncio.TimeoutError:
-            self._stuck = True
-            raise KafkaStuck(f"{getattr(fn, '__name__', fn)} blocked for more than {deadline:.0f}s") from None
+        waits: tuple[asyncio.Future[Any], ...] = (fut,) if self._broken is None else (fut, self._broken)
+        await asyncio.wait(waits, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+        if fut.done():
+            return fut.result()
+        if self._broken is not None and self._broken.done():
+            raise self._broken.result()
+        self._stuck = True
+        raise KafkaStuck(f"{getattr(fn, '__name__', fn)} blocked for more than {deadline:.0f}s")
 
     @property
     def in_flight(self) -> int:
@@ -322,7 +406,9 @@ class StepRunner:
         await self._kafka(self._k_open_consumer)
         log.info("step started", extra={"fields": {"step": self.step.name, "inputs": list(self.step.inputs),
                                                     "instance": self.instance}})
+        self._broken = asyncio.get_running_loop().create_future()
         committer = asyncio.create_task(self._committer(), name=f"commit-{self.step.name}")
+        committer.add_done_callback(self._committer_ended)
         try:
             while not stop.is_set():
                 await self._cycle(admit=True)
@@ -342,12 +428,17 @@ class StepRunner:
                 committer.cancel()
             for part in self._parts.values():
                 self._drop_queue(part)
+            self._broken = None  # closing must not end on the committer's error; it has its own deadline
             if not self._stuck:
                 await self._kafka(self._k_close_consumer, deadline=30.0)
                 await self._kafka(self._k_close_producer, deadline=30.0, producer=True)
             self._cpool.shutdown(wait=False)
             self._ppool.shutdown(wait=False)
             log.info("step stopped", extra={"fields": {"step": self.step.name, **self.stats.__dict__}})
+
+    def _committer_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._broken and not self._broken.done():
+            self._broken.set_result(task.exception())  # type: ignore[arg-type]
 
     async def _committer(self) -> None:
         """Commit whenever something is done: at most one transaction every ``commit_interval_s``, one at a
@@ -414,11 +505,33 @@ class StepRunner:
                 # next cycle if the step is still full.
                 await self._kafka(self._k_pause, False)
                 self._paused = False
+            if admit and time.monotonic() >= self._next_watch:
+                await self._watch(room)
             if self._stateful:
                 extra = self._encode_all(None, self.step.tick(int(time.time() * 1000)))  # type: ignore[attr-defined]
                 if extra:
                     self._extra.extend(extra)
                     self._ready.set()
+
+    async def _watch(self, room: int) -> None:
+        """Every ``watch_every_s``: a runner that had room all along but whose consumer left a partition with
+        records unread for ``stall_after_s`` is stalled (seen with librdkafka after a broker restart: fetching
+        never resumed, nothing failed, the process lived). Nothing else would notice; start afresh."""
+        now = time.monotonic()
+        self._next_watch = now + self._watch_every_s
+        busy = (self.stats.full_waits, self.stats.pauses, self.stats.rebalances + self.stats.aborts)
+        if self._paused or room <= 0 or busy != self._watch_busy:
+            # Full, paused, rebalanced or rewound since the last watch: not taking records was expected.
+            self._watch_busy = busy
+            self._watch_seen.clear()
+            self._lag_seen.clear()
+            return
+        self.stats.watches += 1
+        stalled = await self._kafka(self._k_stalled, now)
+        if stalled:
+            self.stats.stalls += 1
+            metrics.STALLS.labels(self.step.name).inc()
+            raise KafkaFailure(f"consumer stalled: {stalled}", abortable=False, fatal=True, retriable=True)
 
     async def _on_event(self, kind: str, tps: list[tuple[str, int]]) -> None:
         self.stats.rebalances += 1
@@ -496,8 +609,9 @@ class StepRunner:
             if schema is not None:
                 try:
                     record = _with_value(record, avro.decode(record.raw, schema))
-                except TriageError as exc:
-                    outputs = [self._dead_letter(record, exc.code, str(exc), 1)]
+                except Exception as exc:  # noqa: BLE001 - a decoder bug must not leave the slot open for good
+                    code = exc.code if isinstance(exc, TriageError) else "INTERNAL"
+                    outputs = [self._dead_letter(record, code, str(exc) or type(exc).__name__, 1)]
                     self._finish(slot, outputs)
                     return
             policy_deadline = self.settings.step_deadline_s
@@ -601,15 +715,23 @@ class StepRunner:
         self._extra = []
         started = time.monotonic()
         try:
-            await self._kafka(self._k_commit, outputs, offsets, epoch, deadline=45.0, producer=True)
+            await self._kafka(self._k_commit, outputs, offsets, epoch, deadline=COMMIT_DEADLINE_S, producer=True)
         except KafkaFailure as failure:
             if failure.fatal:
                 raise
             self.stats.aborts += 1
+            if not isinstance(failure, CommitRefused):
+                self._aborts_in_row += 1
             metrics.TRANSACTIONS.labels(self.step.name, "aborted").inc()
             log.warning("transaction aborted; rewinding to the last commit", extra={"fields": {"error": str(failure)}})
+            if self._aborts_in_row >= ABORTS_IN_ROW:
+                # Every attempt redoes the records (model calls included) and fails the same way: fresh clients,
+                # after the supervisor's backoff, rather than a loop that spends and never commits.
+                raise KafkaFailure(f"{self._aborts_in_row} transactions in a row aborted; last: {failure}",
+                                   abortable=False, fatal=True, retriable=True) from failure
             await self._rewind()
             return
+        self._aborts_in_row = 0
         metrics.COMMIT_SECONDS.labels(self.step.name).observe(time.monotonic() - started)
         for part, nxt in advanced:
             part.committed = nxt

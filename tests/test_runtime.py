@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
 import time
 import uuid
+from typing import Callable
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.kafka_io import base_config
+from streams import runtime
+from streams.kafka_io import KafkaFailure, base_config, consumer_config, read_partition
 from streams.records import Emit, Record
-from streams.runtime import StepRunner
+from streams.runtime import KafkaStuck, StepRunner
 from streams.services.kafka_broker import TopicSpec, ensure_topics
 from streams.step import StepContext
+from streams.topology import group_id
 from tests.harness import Stack
 
 pytestmark = pytest.mark.kafka
@@ -99,3 +103,140 @@ async def test_in_flight_is_bounded_and_every_record_is_emitted_once(pipeline: S
         assert runner.stats.pauses >= 1
     else:
         assert runner.stats.pauses == 0  # room came with each commit, long before pause_after_s
+
+
+class Echo:
+    """Echoes each record at once."""
+
+    stateful = False
+
+    def __init__(self, name: str, source: str, sink: str) -> None:
+        self.name, self.inputs, self.sink = name, (source,), sink
+
+    async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
+        return [Emit(self.sink, record.raw, key=record.key)]
+
+
+def _echo_runner(pipeline: Stack, **kwargs: float) -> tuple[StepRunner, str]:
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"test.watch.{run}.in", f"test.watch.{run}.out"
+    ensure_topics(pipeline.bootstrap, [TopicSpec(source, 3), TopicSpec(sink, 3)])
+    step = Echo(f"test-watch-{run}", source, sink)
+    return StepRunner(step, StepContext(step.name, pipeline.settings, None, None), instance="t",  # type: ignore[arg-type]
+                      **kwargs), source
+
+
+def _produce(bootstrap: str, topic: str, n: int, partitions: tuple[int, ...]) -> None:
+    producer = Producer(base_config(bootstrap))
+    for i in range(n):
+        producer.produce(topic, value=f"v{i}".encode(), partition=partitions[i % len(partitions)])
+    assert producer.flush(30) == 0
+
+
+async def _until(check: Callable[[], bool], task: asyncio.Task[None], timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert not task.done(), task.result()
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_partition_left_unread_is_found_and_the_runner_starts_afresh(pipeline: Stack) -> None:
+    """Idle and caught up is not a stall; records the consumer leaves unread past stall_after_s are."""
+    runner, source = _echo_runner(pipeline, watch_every_s=0.2, stall_after_s=1.0)
+    _produce(pipeline.bootstrap, source, 20, partitions=(0, 1))  # partition 2 stays empty: no position at all
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await _until(lambda: runner.stats.consumed == 20 and runner.stats.transactions >= 1, task)
+        watched = runner.stats.watches
+        # Caught up, for several times stall_after_s: the watchdog looks and finds nothing.
+        await _until(lambda: runner.stats.watches >= watched + 15, task)
+        assert runner.stats.stalls == 0
+        # A pause nobody remembers (what a fetch that never resumes looks like from outside), then records.
+        consumer = runner._consumer
+        assert consumer is not None
+        await asyncio.get_running_loop().run_in_executor(runner._cpool, lambda: consumer.pause(consumer.assignment()))
+        _produce(pipeline.bootstrap, source, 5, partitions=(1,))
+        stalled = r"consumer stalled: .*/1 has had records 10\.\.14 to read and the consumer has not moved"
+        with pytest.raises(KafkaFailure, match=stalled):
+            await asyncio.wait_for(task, 30)
+        assert runner.stats.stalls == 1
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 60)
+
+
+def _member(consumer: Consumer, done: threading.Event) -> None:
+    while not done.is_set():
+        consumer.poll(0.2)
+
+
+async def test_a_stuck_commit_ends_a_poll_that_waits_for_it(pipeline: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A revocation waits for the transaction in flight; when that transaction never ends, the commit's
+    deadline must end the runner at once, not the poll's own (180 s) deadline later."""
+    monkeypatch.setattr(runtime, "COMMIT_DEADLINE_S", 2.0)
+    runner, source = _echo_runner(pipeline)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    rival: Consumer | None = None
+    member: threading.Thread | None = None
+    rival_done = threading.Event()
+    try:
+        _produce(pipeline.bootstrap, source, 5, partitions=(0, 1, 2))
+        await _until(lambda: runner.stats.transactions >= 1, task)
+        runner._txn_lock.acquire()  # the transaction in flight that never ends
+        _produce(pipeline.bootstrap, source, 5, partitions=(0, 1, 2))  # a commit that will wait for it
+        # A second member: the runner's next poll runs the revocation, which waits for the lock.
+        rival = Consumer(consumer_config(pipeline.bootstrap, group_id(runner.step.name)))
+        rival.subscribe([source])
+        member = threading.Thread(target=_member, args=(rival, rival_done), daemon=True)
+        member.start()
+        started = time.monotonic()
+        with pytest.raises(KafkaStuck, match="_k_commit blocked"):
+            await asyncio.wait_for(task, 60)
+        assert time.monotonic() - started < 30  # the poll's own deadline is 180 s
+    finally:
+        if runner._txn_lock.locked():
+            runner._txn_lock.release()
+        rival_done.set()
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 60)
+        if member is not None:
+            member.join(10)
+        if rival is not None:
+            rival.close()
+        # A stuck runner leaves its clients to the process's exit; this process goes on, so close them here.
+        runner._cpool.shutdown(wait=True)
+        if runner._consumer is not None:
+            runner._consumer.close()
+
+
+def test_a_restore_waits_for_the_transactions_on_its_changelog_to_end(pipeline: Stack) -> None:
+    """commit_transaction returns before the markers are written, so a restore right after a commit could end
+    below committed records; it reads only once no transaction is open on the partition."""
+    topic = f"test.restore.{uuid.uuid4().hex[:8]}"
+    ensure_topics(pipeline.bootstrap, [TopicSpec(topic, 1)])
+    p = Producer(base_config(pipeline.bootstrap, **{"transactional.id": f"{topic}.writer"}))
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, key=b"a", value=b"1", partition=0)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, key=b"b", value=b"2", partition=0)
+    assert p.flush(30) == 0  # on the broker, in a transaction still open
+
+    with pytest.raises(KafkaFailure, match="has had a transaction open for 1 s"):
+        list(read_partition(pipeline.bootstrap, topic, 0, settle=1.0))
+
+    got: list[list[tuple[bytes | None, bytes | None]]] = []
+    reader = threading.Thread(target=lambda: got.append(list(read_partition(pipeline.bootstrap, topic, 0))))
+    reader.start()
+    reader.join(2.0)
+    assert reader.is_alive() and not got  # waiting: reading now would end at the open transaction
+    p.commit_transaction(30)
+    reader.join(30)
+    assert got == [[(b"a", b"1"), (b"b", b"2")]]
+    del p
