@@ -126,10 +126,16 @@ def _echo_runner(pipeline: Stack, **kwargs: float) -> tuple[StepRunner, str]:
                       **kwargs), source
 
 
-def _produce(bootstrap: str, topic: str, n: int, partitions: tuple[int, ...]) -> None:
-    producer = Producer(base_config(bootstrap))
+def _produce(bootstrap: str, topic: str, n: int, partitions: tuple[int, ...], transactional: bool = False,
+             abort: bool = False) -> None:
+    producer = Producer(base_config(bootstrap, **({"transactional.id": f"{topic}.writer"} if transactional else {})))
+    if transactional:
+        producer.init_transactions(30)
+        producer.begin_transaction()
     for i in range(n):
         producer.produce(topic, value=f"v{i}".encode(), partition=partitions[i % len(partitions)])
+    if transactional:
+        (producer.abort_transaction if abort else producer.commit_transaction)(30)
     assert producer.flush(30) == 0
 
 
@@ -144,7 +150,11 @@ async def _until(check: Callable[[], bool], task: asyncio.Task[None], timeout: f
 async def test_a_partition_left_unread_is_found_and_the_runner_starts_afresh(pipeline: Stack) -> None:
     """Idle and caught up is not a stall; records the consumer leaves unread past stall_after_s are."""
     runner, source = _echo_runner(pipeline, watch_every_s=0.2, stall_after_s=1.0)
-    _produce(pipeline.bootstrap, source, 20, partitions=(0, 1))  # partition 2 stays empty: no position at all
+    # In a transaction, as every step writes: each partition then ends in a commit marker, an offset the
+    # consumer never takes. Partition 2 stays empty: the consumer has no position there at all.
+    _produce(pipeline.bootstrap, source, 20, partitions=(0, 1), transactional=True)
+    # And partition 0 ends in an aborted transaction: records a read_committed consumer skips.
+    _produce(pipeline.bootstrap, source, 3, partitions=(0,), transactional=True, abort=True)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
@@ -158,7 +168,7 @@ async def test_a_partition_left_unread_is_found_and_the_runner_starts_afresh(pip
         assert consumer is not None
         await asyncio.get_running_loop().run_in_executor(runner._cpool, lambda: consumer.pause(consumer.assignment()))
         _produce(pipeline.bootstrap, source, 5, partitions=(1,))
-        stalled = r"consumer stalled: .*/1 has had records 10\.\.14 to read and the consumer has not moved"
+        stalled = r"consumer stalled: .*/1 has had records 11\.\.15 to read and the consumer has not moved"
         with pytest.raises(KafkaFailure, match=stalled):
             await asyncio.wait_for(task, 30)
         assert runner.stats.stalls == 1
