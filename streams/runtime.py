@@ -56,7 +56,7 @@ log = logging.getLogger("triage.runtime")
 Output = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
 Event = tuple[str, list[tuple[str, int]]]
 Polled = list[Message] | Event
-TXN_BUDGET_S = 30.0
+TXN_BUDGET_S = 25.0
 ABORT_TIMEOUT_S = 10.0
 COMMIT_DEADLINE_S = 45.0
 """A commit call that has not returned by then (budget and abort spent) is stuck in the client."""
@@ -172,6 +172,7 @@ class StepRunner:
         self._watch_seen: dict[tuple[str, int], tuple[int, float]] = {}
         """Per assigned partition: the consumer's position at the last watch that saw it move, and when."""
         self._lag_seen: set[tuple[str, int]] = set()
+        self._next_query = 0.0
         """Idle partitions that had records to read at the last watch."""
         self._watch_busy: tuple[int, int, int] = (0, 0, 0)
         self._broken: asyncio.Future[BaseException] | None = None
@@ -282,26 +283,38 @@ class StepRunner:
                                    retriable=True)
             if offsets:
                 p.send_offsets_to_transaction(offsets, self._group_metadata, left())
-            for i in range(3):
-                try:
-                    p.commit_transaction(left())
-                    return
-                except KafkaException as exc:
-                    f = KafkaFailure.of(exc)
-                    if f.retriable and not f.abortable and i < 2 and time.monotonic() < end:
-                        continue
-                    raise
         except (KafkaException, KafkaFailure) as exc:
             failure = exc if isinstance(exc, KafkaFailure) else KafkaFailure.of(exc)
             if failure.fatal:
                 raise failure from exc
-            try:
-                p.abort_transaction(ABORT_TIMEOUT_S)
-            except KafkaException as abort_exc:
-                # A producer that cannot abort is in an unknown state: the supervisor starts a fresh one.
-                raise KafkaFailure(f"abort failed: {KafkaFailure.of(abort_exc)}", abortable=False, fatal=True,
-                                   retriable=False) from abort_exc
+            self._k_abort()
             raise failure from exc
+        while True:
+            try:
+                p.commit_transaction(left())
+                return
+            except KafkaException as exc:
+                f = KafkaFailure.of(exc)
+                if f.fatal:
+                    raise f from exc
+                if f.abortable:
+                    self._k_abort()
+                    raise f from exc
+                if f.retriable and time.monotonic() < end:
+                    time.sleep(0.05)
+                    continue  # a commit that timed out goes on in the client: resume it, do not abort it
+                # Neither committed nor aborted: a fresh producer's init_transactions settles it either way.
+                raise KafkaFailure(f"commit not confirmed within {TXN_BUDGET_S:.0f} s: {f}", abortable=False,
+                                   fatal=True, retriable=True) from exc
+
+    def _k_abort(self) -> None:
+        assert self._producer is not None
+        try:
+            self._producer.abort_transaction(ABORT_TIMEOUT_S)
+        except KafkaException as abort_exc:
+            # A producer that cannot abort is in an unknown state: the supervisor starts a fresh one.
+            raise KafkaFailure(f"abort failed: {KafkaFailure.of(abort_exc)}", abortable=False, fatal=True,
+                               retriable=False) from abort_exc
 
     def _k_seek(self, positions: list[TopicPartition]) -> None:
         assert self._consumer is not None
@@ -329,8 +342,9 @@ class StepRunner:
     def _k_stalled(self, now: float) -> str | None:
         """A partition whose position has not moved for ``stall_after_s`` and that had committed records to
         read at this watch and the one before; None if there is none. Two watches, so a record that arrived
-        just before a watch is not taken for a stall. Asks the broker only about partitions idle that long, so
-        a healthy runner pays nothing but a local position() per watch."""
+        just before a watch is not taken for a stall. The broker is asked only about partitions idle that long,
+        at most once per ``stall_after_s`` unless the last answer showed records to read: a busy runner pays a
+        local position() per watch, a quiet one an offset query per partition a minute."""
         c = self._consumer
         assert c is not None
         seen: dict[tuple[str, int], tuple[int, float]] = {}
@@ -346,8 +360,9 @@ class StepRunner:
                 seen[key] = (tp.offset, now)
         self._watch_seen = seen
         lagging, self._lag_seen = self._lag_seen, set()
-        if not idle:
+        if not idle or (not lagging and now < self._next_query):
             return None
+        self._next_query = now + self._stall_after_s
         try:
             # Nothing taken since the assignment or a seek: the position is unknown, the committed offset is where
             # it starts.
@@ -357,7 +372,8 @@ class StepRunner:
                 key = (tp.topic, tp.partition)
                 low, end = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)  # stable end
                 pos = tp.offset if tp.offset >= 0 else starts.get(key, -1)
-                pos = pos if pos >= 0 else low
+                # Below `low` when retention emptied the partition (the committed offset is then a deleted marker's).
+                pos = max(pos, low)
                 if end > pos:
                     if key in lagging:
                         return (f"{tp.topic}/{tp.partition} has had records {pos}..{end - 1} to read and the consumer "
@@ -430,7 +446,8 @@ class StepRunner:
                 self._drop_queue(part)
             self._broken = None  # closing must not end on the committer's error; it has its own deadline
             if not self._stuck:
-                await self._kafka(self._k_close_consumer, deadline=30.0)
+                # Past whatever consumer call the loop stopped waiting for (a restore settles for up to 45 s).
+                await self._kafka(self._k_close_consumer, deadline=90.0)
                 await self._kafka(self._k_close_producer, deadline=30.0, producer=True)
             self._cpool.shutdown(wait=False)
             self._ppool.shutdown(wait=False)
