@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams import avro
 from streams.kafka_io import base_config, producer_config
@@ -117,31 +117,60 @@ class Out:
 
 def read(bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True, timeout: float = 5.0,
          idle: float | None = None, stop: Callable[[Out], bool] | None = None,
-         max_records: int | None = None) -> Iterator[Out]:
+         max_records: int | None = None, stall_s: float = 10.0) -> Iterator[Out]:
     """Committed records of ``topics`` (no consumer group, nothing committed).
 
-    Ends after ``timeout`` seconds in all, or ``idle`` seconds without a record, or at ``max_records``, or
-    when ``stop(record)`` says so.
+    Ends after ``timeout`` seconds in all, at ``max_records``, when ``stop(record)`` says so, or after ``idle``
+    seconds without a record; from the beginning, ``idle`` counts only once every partition has been read up
+    to where it ended when the read began, so a slow fetch cannot cut a listing short.
+
+    A consumer that has received nothing for ``stall_s`` while a partition has committed records past its
+    position is replaced by a fresh one at the same positions: an assign()ed librdkafka consumer can stop
+    fetching after a broker restart without reporting anything (librdkafka #5153; seen in the chaos test).
     """
-    c = Consumer(base_config(bootstrap, **{
-        "group.id": f"triage.reader.{uuid.uuid4()}", "enable.auto.commit": False, "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest" if from_beginning else "latest", "fetch.wait.max.ms": 50}))
+    reader = Reader(bootstrap, topics, from_beginning=from_beginning)
     try:
-        md = c.list_topics(timeout=10)
-        parts = []
-        for t in topics:
-            if t not in md.topics:
-                continue
-            for p in md.topics[t].partitions:
-                parts.append(TopicPartition(t, p, -2 if from_beginning else -1))
-        c.assign(parts)
+        yield from reader.records(timeout=timeout, idle=idle, stop=stop, max_records=max_records, stall_s=stall_s)
+    finally:
+        reader.close()
+
+
+class Reader:
+    """The consumer behind :func:`read`, which replaces it when it stops fetching."""
+
+    def __init__(self, bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True) -> None:
+        self._conf = base_config(bootstrap, **{
+            "group.id": f"triage.reader.{uuid.uuid4()}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "fetch.wait.max.ms": 50})
+        self.from_beginning = from_beginning
+        self.consumer = Consumer(self._conf)
+        self.replaced = 0
+        try:
+            md = self.consumer.list_topics(timeout=10)
+            self._tps = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
+            self._logical = -2 if from_beginning else -1
+            # Where each partition ended (read_committed: its last stable offset) when the read began.
+            self._ends = {(tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, timeout=10)
+                          for tp in self._tps} if from_beginning else {}
+            self.consumer.assign([TopicPartition(tp.topic, tp.partition, self._logical) for tp in self._tps])
+        except BaseException:
+            self.consumer.close()
+            raise
+
+    def records(self, *, timeout: float, idle: float | None = None, stop: Callable[[Out], bool] | None = None,
+                max_records: int | None = None, stall_s: float = 10.0) -> Iterator[Out]:
         deadline = time.monotonic() + timeout
-        last = time.monotonic()
+        last = checked = time.monotonic()
+        caught_up = not self._ends
         n = 0
         while time.monotonic() < deadline:
-            if idle is not None and time.monotonic() - last > idle:
+            now = time.monotonic()
+            if not caught_up and now - last > 1.0:
+                caught_up = _reached(self.consumer, self._tps, self._ends)
+            if idle is not None and caught_up and now - last > idle:
                 return
-            msgs = c.consume(500, 0.2)
+            msgs = self.consumer.consume(500, 0.2)
             for m in msgs:
                 if m.error():
                     continue
@@ -153,8 +182,45 @@ def read(bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True, 
                 n += 1
                 if (max_records is not None and n >= max_records) or (stop is not None and stop(out)):
                     return
-    finally:
-        c.close()
+            if not msgs and time.monotonic() - max(last, checked) > stall_s:
+                checked = time.monotonic()
+                if _behind(self.consumer, self._tps, self.from_beginning):
+                    self._replace()
+
+    def _replace(self) -> None:
+        positions = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else self._logical)
+                     for tp in self.consumer.position(self._tps)]
+        self.consumer.close()
+        self.consumer = Consumer(self._conf)
+        self.consumer.assign(positions)
+        self.replaced += 1
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _reached(c: Consumer, tps: list[TopicPartition], ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
+    """Whether every partition has been read up to its end at the start (the position passes commit markers)."""
+    for tp in c.position(tps):
+        low, end = ends[(tp.topic, tp.partition)]
+        if end > low and tp.offset < end:
+            return False
+    return True
+
+
+def _behind(c: Consumer, tps: list[TopicPartition], from_beginning: bool) -> bool:
+    """Whether some partition has committed records past the consumer's position (or any, when it has none and
+    reads from the beginning)."""
+    for tp in c.position(tps):
+        if tp.offset < 0 and not from_beginning:
+            continue  # reading from the end, nothing taken yet: there is no position to be behind
+        try:
+            low, end = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
+        except KafkaException:
+            return False  # the broker is away: nothing to conclude yet
+        if end > max(tp.offset, low):
+            return True
+    return False
 
 
 def wait_for_outcomes(bootstrap: str, correlation_ids: set[str], timeout: float,
