@@ -129,7 +129,8 @@ class StepRunner:
 
     def __init__(self, step: Step, ctx: StepContext, *, instance: str,
                  consumer_extra: dict[str, Any] | None = None, producer_extra: dict[str, Any] | None = None,
-                 watch_every_s: float = WATCH_EVERY_S, stall_after_s: float = STALL_AFTER_S) -> None:
+                 watch_every_s: float = WATCH_EVERY_S, stall_after_s: float = STALL_AFTER_S,
+                 commit_deadline_s: float = COMMIT_DEADLINE_S) -> None:
         self.step, self.ctx, self.instance = step, ctx, instance
         self.settings = ctx.settings
         self.stats = Stats()
@@ -170,6 +171,7 @@ class StepRunner:
         self._txn_phase = ""
         """The transaction call the producer thread is in (or was last in), named when it is stuck."""
         self._watch_every_s, self._stall_after_s = watch_every_s, stall_after_s
+        self._commit_deadline_s = commit_deadline_s
         self._next_watch = 0.0
         self._watch_seen: dict[tuple[str, int], tuple[int, float]] = {}
         """Per assigned partition: the consumer's position at the last watch that saw it move, and when."""
@@ -742,7 +744,7 @@ class StepRunner:
         self._extra = []
         started = time.monotonic()
         try:
-            await self._kafka(self._k_commit, outputs, offsets, epoch, deadline=COMMIT_DEADLINE_S, producer=True)
+            await self._kafka(self._k_commit, outputs, offsets, epoch, deadline=self._commit_deadline_s, producer=True)
         except KafkaFailure as failure:
             if failure.fatal:
                 raise

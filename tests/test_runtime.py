@@ -13,7 +13,6 @@ from typing import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams import runtime
 from streams.kafka_io import KafkaFailure, base_config, consumer_config, read_partition
 from streams.records import Emit, Record
 from streams.runtime import KafkaStuck, StepRunner
@@ -183,11 +182,10 @@ def _member(consumer: Consumer, done: threading.Event) -> None:
         consumer.poll(0.2)
 
 
-async def test_a_stuck_commit_ends_a_poll_that_waits_for_it(pipeline: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_stuck_commit_ends_a_poll_that_waits_for_it(pipeline: Stack) -> None:
     """A revocation waits for the transaction in flight; when that transaction never ends, the commit's
     deadline must end the runner at once, not the poll's own (180 s) deadline later."""
-    monkeypatch.setattr(runtime, "COMMIT_DEADLINE_S", 2.0)
-    runner, source = _echo_runner(pipeline)
+    runner, source = _echo_runner(pipeline, commit_deadline_s=2.0)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     rival: Consumer | None = None
