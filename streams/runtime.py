@@ -56,6 +56,8 @@ log = logging.getLogger("triage.runtime")
 Output = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
 Event = tuple[str, list[tuple[str, int]]]
 Polled = list[Message] | Event
+"""What a poll returns, in order: a run of records, or a rebalance event ("assign"/"revoke", partitions)."""
+
 TXN_BUDGET_S = 25.0
 ABORT_TIMEOUT_S = 10.0
 COMMIT_DEADLINE_S = 45.0
@@ -65,7 +67,6 @@ WATCH_EVERY_S = 15.0
 STALL_AFTER_S = 60.0
 """An assigned partition whose consumer has not moved for this long while the runner had room, and that had
 committed records to read at two watches in a row, is stalled: the runner starts again with fresh clients."""
-"""What a poll returns, in order: a run of records, or a rebalance event ("assign"/"revoke", partitions)."""
 
 
 @dataclass(eq=False)
@@ -176,8 +177,8 @@ class StepRunner:
         self._watch_seen: dict[tuple[str, int], tuple[int, float]] = {}
         """Per assigned partition: the consumer's position at the last watch that saw it move, and when."""
         self._lag_seen: set[tuple[str, int]] = set()
-        self._next_query = 0.0
         """Idle partitions that had records to read at the last watch."""
+        self._next_query = 0.0
         self._watch_busy: tuple[int, int, int] = (0, 0, 0)
         self._broken: asyncio.Future[BaseException] | None = None
         """Resolved with the committer's error when it fails: ends every Kafka wait of the loop at once. Without
