@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from streams.kafka_io import base_config, producer_config
 from streams.records import decode_headers
 from streams.topology import IN, TOPIC_SCHEMA, terminal_topics
 
+log = logging.getLogger("triage.client")
 TICKET_FIELDS = ("tenant_id", "subject", "body", "ticket_id", "customer_id", "channel")
 
 
@@ -188,6 +190,7 @@ class Reader:
                     self._replace()
 
     def _replace(self) -> None:
+        log.warning("the reader received nothing while records wait; replacing its consumer")
         positions = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else self._logical)
                      for tp in self.consumer.position(self._tps)]
         self.consumer.close()
