@@ -186,7 +186,7 @@ class Reader:
                     return
             if not msgs and time.monotonic() - max(last, checked) > stall_s:
                 checked = time.monotonic()
-                if _behind(self.consumer, self._tps, self.from_beginning):
+                if behind(self.consumer, self._tps, self.from_beginning):
                     self._replace()
 
     def _replace(self) -> None:
@@ -211,7 +211,7 @@ def _reached(c: Consumer, tps: list[TopicPartition], ends: dict[tuple[str, int],
     return True
 
 
-def _behind(c: Consumer, tps: list[TopicPartition], from_beginning: bool) -> bool:
+def behind(c: Consumer, tps: list[TopicPartition], from_beginning: bool) -> bool:
     """Whether some partition has committed records past the consumer's position (or any, when it has none and
     reads from the beginning)."""
     for tp in c.position(tps):

@@ -4,22 +4,25 @@ tickets.responses with ``resolution: human`` and the resolution in the compacted
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
 import threading
 import time
+import uuid
 from typing import Any, Iterator
 
 import aiohttp
 import pytest
 from aiohttp import web
+from confluent_kafka import Consumer
 
 from streams import avro
-from streams.client import Out, read
+from streams.client import Out, TicketProducer, read
 from streams.topology import ESCALATIONS, RESPONSES
 from streams.ui.app import INDEX, make_app
-from streams.ui.queue import RESOLUTIONS
+from streams.ui.queue import RESOLUTIONS, QueueIndex
 from tests.harness import Stack, free_port, sample_tickets
 
 pytestmark = pytest.mark.kafka
@@ -280,3 +283,37 @@ async def test_answer_by_hand_responds_and_leaves_the_queue(
     for secret in TOKENS.values():
         assert secret not in caplog.text
         assert all(secret not in p for p in pages)
+
+
+class StallingConsumer(Consumer):
+    """A real consumer that, once told to, pauses what it has (on its own thread, inside consume) and says
+    nothing: what a fetch that never resumes after a broker restart looks like from outside."""
+
+    stall = threading.Event()
+    stalled = threading.Event()
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        if self.stall.is_set() and not self.stalled.is_set():
+            self.pause(self.assignment())
+            self.stalled.set()
+        return super().consume(*args, **kwargs)
+
+
+def test_the_queue_index_replaces_a_consumer_that_stops_fetching(pipeline: Stack) -> None:
+    """After a broker restart an assign()ed consumer can stop fetching without an error; the page must not go
+    stale for good."""
+    index = QueueIndex(pipeline.bootstrap, refresh_s=0.2, stall_s=1.0, consumer=StallingConsumer).start()
+    try:
+        assert index.wait_ready(60)
+        StallingConsumer.stall.set()
+        wait_for(StallingConsumer.stalled.is_set, what="the index's consumer paused")
+        cid = f"stalled-index-{uuid.uuid4().hex[:8]}"
+        p = TicketProducer(pipeline.bootstrap, as_json=True)
+        p.send_raw(json.dumps({"tenant_id": "acme", "subject": "no body"}).encode(), cid,
+                   {"content-type": "application/json"})
+        p.flush()
+        wait_for(lambda: any(e.correlation_id == cid for e in index.entries("acme")), timeout=90,
+                 what="the dead letter listed")
+        assert index.restarts >= 1
+    finally:
+        index.close()

@@ -32,7 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from processors.case import evolve, new_case
 from streams import avro, dlq
-from streams.client import decode_value
+from streams.client import behind, decode_value
 from streams.kafka_io import KafkaFailure, base_config, encode_headers, producer_config
 from streams.records import CARRIED_HEADERS, decode_headers
 from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, RESPONSES, STEPS, TOPIC_SCHEMA, dlq_topic
@@ -184,9 +184,14 @@ def ensure_resolutions_topic(bootstrap: str, partitions: int) -> None:
 class QueueIndex:
     """Every queue entry and ledger record, in memory, kept current by one background consumer."""
 
-    def __init__(self, bootstrap: str, *, refresh_s: float = 5.0) -> None:
+    def __init__(self, bootstrap: str, *, refresh_s: float = 5.0, stall_s: float = 30.0,
+                 consumer: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
         self.bootstrap = bootstrap
         self._refresh_s = refresh_s
+        self._stall_s = stall_s
+        self._new_consumer = consumer
+        self.restarts = 0
+        """Times the consumer was started again (it failed, or stopped fetching while records waited)."""
         self._entries: dict[str, Entry] = {}
         self._resolutions: dict[str, dict[str, Any]] = {}
         self._replays: dict[str, dict[str, Any]] = {}
@@ -220,15 +225,17 @@ class QueueIndex:
                 self._follow()
             except Exception:  # noqa: BLE001 - keep serving what we have; try again shortly
                 log.exception("queue index consumer failed; restarting it in 2s")
+                self.restarts += 1
                 self._stop.wait(2)
 
     def _follow(self) -> None:
-        c = Consumer(base_config(self.bootstrap, **{
+        c = self._new_consumer(base_config(self.bootstrap, **{
             "group.id": f"triage.ui.reader.{uuid.uuid4()}", "enable.auto.commit": False,
             "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.partition.eof": True,
             "fetch.wait.max.ms": 100}))
         assigned: set[tuple[str, int]] = set()
         awaiting_eof: set[tuple[str, int]] = set()
+        last = time.monotonic()
         try:
             def refresh() -> None:
                 md = c.list_topics(timeout=10)
@@ -243,7 +250,10 @@ class QueueIndex:
             refresh()
             next_refresh = time.monotonic() + self._refresh_s
             while not self._stop.is_set():
-                for m in c.consume(500, 0.2):
+                msgs = c.consume(500, 0.2)
+                if msgs:
+                    last = time.monotonic()
+                for m in msgs:
                     err = m.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
@@ -258,6 +268,13 @@ class QueueIndex:
                 if time.monotonic() >= next_refresh:
                     refresh()
                     next_refresh = time.monotonic() + self._refresh_s
+                    # An assign()ed consumer can stop fetching after a broker restart and say nothing (librdkafka
+                    # #5153): the page would go stale for good. Read again from the start (adding is idempotent).
+                    if time.monotonic() - last > self._stall_s:
+                        if behind(c, [TopicPartition(t, p) for t, p in assigned], from_beginning=True):
+                            raise KafkaFailure("the consumer stopped fetching while records wait", abortable=False,
+                                               fatal=False, retriable=True)
+                        last = time.monotonic()  # idle and caught up: look again after another stall_s
         finally:
             c.close()
 
