@@ -179,6 +179,9 @@ class StepRunner:
         self._lag_seen: set[tuple[str, int]] = set()
         """Idle partitions that had records to read at the last watch."""
         self._next_query = 0.0
+        self._unassigned_since: float | None = None
+        self._group_seen: dict[tuple[str, int], int] | None = None
+        """The group's committed offsets at the last look while this runner had no partitions."""
         self._watch_busy: tuple[int, int, int] = (0, 0, 0)
         self._broken: asyncio.Future[BaseException] | None = None
         """Resolved with the committer's error when it fails: ends every Kafka wait of the loop at once. Without
@@ -359,9 +362,13 @@ class StepRunner:
         local position() per watch, a quiet one an offset query per partition a minute."""
         c = self._consumer
         assert c is not None
+        assignment = c.assignment()
+        if not assignment:
+            return self._k_unassigned(now)
+        self._unassigned_since, self._group_seen = None, None
         seen: dict[tuple[str, int], tuple[int, float]] = {}
         idle: list[TopicPartition] = []
-        for tp in c.position(c.assignment()):
+        for tp in c.position(assignment):
             key = (tp.topic, tp.partition)
             prev = self._watch_seen.get(key)
             if prev is not None and prev[0] == tp.offset:
@@ -393,6 +400,36 @@ class StepRunner:
                     self._lag_seen.add(key)
         except KafkaException as exc:
             log.info("stall check failed", extra={"fields": {"error": str(exc)}})  # asked again next watch
+        return None
+
+    def _k_unassigned(self, now: float) -> str | None:
+        """A runner with no partitions at all for ``stall_after_s``, while its group's committed offsets stood
+        still across two looks and records wait past them; None otherwise. Seen after a broker restart: the
+        session timed out, the assignment was revoked, and librdkafka never joined the group again; the group
+        stayed empty and the step did nothing, with no error. (A spare replica, more members than partitions,
+        has no partitions either, but the member that has them moves the offsets.)"""
+        c = self._consumer
+        assert c is not None
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+        if now - self._unassigned_since < self._stall_after_s or now < self._next_query:
+            return None
+        self._next_query = now + self._stall_after_s
+        try:
+            tps = [TopicPartition(t, p) for t in self.step.inputs
+                   for p in c.list_topics(t, timeout=5).topics[t].partitions]
+            offsets = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=5)}
+            waiting = False
+            for tp in tps:
+                low, end = c.get_watermark_offsets(tp, timeout=5)
+                waiting = waiting or end > max(offsets[(tp.topic, tp.partition)], low)
+        except KafkaException as exc:
+            log.info("stall check failed", extra={"fields": {"error": str(exc)}})
+            return None
+        previous, self._group_seen = self._group_seen, offsets
+        if waiting and previous == offsets:
+            return (f"no partitions assigned for {now - self._unassigned_since:.0f} s while records wait and the "
+                    f"group's committed offsets have not moved")
         return None
 
     def _k_assigned(self) -> list[int]:
@@ -555,6 +592,7 @@ class StepRunner:
             self._watch_busy = busy
             self._watch_seen.clear()
             self._lag_seen.clear()
+            self._unassigned_since, self._group_seen = None, None
             return
         self.stats.watches += 1
         stalled = await self._kafka(self._k_stalled, now)

@@ -177,6 +177,28 @@ async def test_a_partition_left_unread_is_found_and_the_runner_starts_afresh(pip
             await asyncio.wait_for(task, 60)
 
 
+async def test_a_runner_left_without_partitions_while_records_wait_starts_afresh(pipeline: Stack) -> None:
+    """After a broker restart a consumer's session timed out, its partitions were revoked and it never joined
+    the group again: no partitions, no error, nothing done. From outside that looks like an unassign."""
+    runner, source = _echo_runner(pipeline, watch_every_s=0.2, stall_after_s=1.0)
+    _produce(pipeline.bootstrap, source, 10, partitions=(0, 1, 2))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await _until(lambda: runner.stats.consumed == 10 and runner.stats.transactions >= 1, task)
+        consumer = runner._consumer
+        assert consumer is not None
+        await asyncio.get_running_loop().run_in_executor(runner._cpool, consumer.unassign)
+        _produce(pipeline.bootstrap, source, 5, partitions=(2,))
+        with pytest.raises(KafkaFailure, match="consumer stalled: no partitions assigned for .* while records wait"):
+            await asyncio.wait_for(task, 30)
+        assert runner.stats.stalls == 1
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 60)
+
+
 def _member(consumer: Consumer, done: threading.Event) -> None:
     while not done.is_set():
         consumer.poll(0.2)
