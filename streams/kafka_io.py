@@ -14,9 +14,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 class KafkaFailure(Exception):
     """A Kafka client error, with what the runtime must do about it."""
 
-    def __init__(self, message: str, *, abortable: bool, fatal: bool, retriable: bool) -> None:
+    def __init__(self, message: str, *, abortable: bool, fatal: bool, retriable: bool, code: str = "") -> None:
         super().__init__(message)
-        self.abortable, self.fatal, self.retriable = abortable, fatal, retriable
+        self.abortable, self.fatal, self.retriable, self.code = abortable, fatal, retriable, code
 
     @classmethod
     def of(cls, exc: KafkaException) -> "KafkaFailure":
@@ -24,7 +24,7 @@ class KafkaFailure(Exception):
         if err is None:
             return cls(str(exc), abortable=True, fatal=False, retriable=False)
         return cls(f"{err.name()}: {err.str()}", abortable=err.txn_requires_abort(), fatal=err.fatal(),
-                   retriable=err.retriable())
+                   retriable=err.retriable(), code=err.name())
 
 
 @lru_cache(maxsize=1)

@@ -63,6 +63,7 @@ ABORT_TIMEOUT_S = 10.0
 COMMIT_DEADLINE_S = 45.0
 """A commit call that has not returned by then (budget and abort spent) is stuck in the client."""
 ABORTS_IN_ROW = 5
+TIMEOUTS_IN_ROW = 2
 WATCH_EVERY_S = 15.0
 STALL_AFTER_S = 60.0
 """An assigned partition whose consumer has not moved for this long while the runner had room, and that had
@@ -792,7 +793,11 @@ class StepRunner:
                 self._aborts_in_row += 1
             metrics.TRANSACTIONS.labels(self.step.name, "aborted").inc()
             log.warning("transaction aborted; rewinding to the last commit", extra={"fields": {"error": str(failure)}})
-            if self._aborts_in_row >= ABORTS_IN_ROW:
+            # Timeouts twice in a row against a broker that answers everyone else: seen after a broker restart,
+            # each of five transactions timed out in send_offsets_to_transaction (stale coordinator state,
+            # librdkafka #5511) and a fresh producer committed at once.
+            limit = TIMEOUTS_IN_ROW if failure.code == "_TIMED_OUT" else ABORTS_IN_ROW
+            if self._aborts_in_row >= limit:
                 # Every attempt redoes the records (model calls included) and fails the same way: fresh clients,
                 # after the supervisor's backoff, rather than a loop that spends and never commits.
                 raise KafkaFailure(f"{self._aborts_in_row} transactions in a row aborted; last: {failure}",
