@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -146,6 +146,25 @@ async def _until(check: Callable[[], bool], task: asyncio.Task[None], timeout: f
         await asyncio.sleep(0.05)
 
 
+async def _behind_its_back(runner: StepRunner, fn: Callable[[Consumer], Any]) -> None:
+    """Do to the runner's consumer, on its own thread, what a wedged client would look like from outside."""
+    consumer = runner._consumer
+    assert consumer is not None
+    await asyncio.get_running_loop().run_in_executor(runner._cpool, fn, consumer)
+
+
+async def _ends_stalled(runner: StepRunner, task: asyncio.Task[None], match: str) -> None:
+    with pytest.raises(KafkaFailure, match=match):
+        await asyncio.wait_for(task, 30)
+    assert runner.stats.stalls == 1
+
+
+async def _stopped(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    if not task.done():
+        await asyncio.wait_for(task, 60)
+
+
 async def test_a_partition_left_unread_is_found_and_the_runner_starts_afresh(pipeline: Stack) -> None:
     """Idle and caught up is not a stall; records the consumer leaves unread past stall_after_s are."""
     runner, source = _echo_runner(pipeline, watch_every_s=0.2, stall_after_s=1.0)
@@ -163,18 +182,12 @@ async def test_a_partition_left_unread_is_found_and_the_runner_starts_afresh(pip
         await _until(lambda: runner.stats.watches >= watched + 15, task)
         assert runner.stats.stalls == 0
         # A pause nobody remembers (what a fetch that never resumes looks like from outside), then records.
-        consumer = runner._consumer
-        assert consumer is not None
-        await asyncio.get_running_loop().run_in_executor(runner._cpool, lambda: consumer.pause(consumer.assignment()))
+        await _behind_its_back(runner, lambda c: c.pause(c.assignment()))
         _produce(pipeline.bootstrap, source, 5, partitions=(1,))
-        stalled = r"consumer stalled: .*/1 has had records 11\.\.15 to read and the consumer has not moved"
-        with pytest.raises(KafkaFailure, match=stalled):
-            await asyncio.wait_for(task, 30)
-        assert runner.stats.stalls == 1
+        await _ends_stalled(runner, task,
+                            r"consumer stalled: .*/1 has had records 11\.\.15 to read and the consumer has not moved")
     finally:
-        stop.set()
-        if not task.done():
-            await asyncio.wait_for(task, 60)
+        await _stopped(task, stop)
 
 
 async def test_a_runner_left_without_partitions_while_records_wait_starts_afresh(pipeline: Stack) -> None:
@@ -186,17 +199,11 @@ async def test_a_runner_left_without_partitions_while_records_wait_starts_afresh
     task = asyncio.create_task(runner.run(stop))
     try:
         await _until(lambda: runner.stats.consumed == 10 and runner.stats.transactions >= 1, task)
-        consumer = runner._consumer
-        assert consumer is not None
-        await asyncio.get_running_loop().run_in_executor(runner._cpool, consumer.unassign)
+        await _behind_its_back(runner, lambda c: c.unassign())
         _produce(pipeline.bootstrap, source, 5, partitions=(2,))
-        with pytest.raises(KafkaFailure, match="consumer stalled: no partitions assigned for .* while records wait"):
-            await asyncio.wait_for(task, 30)
-        assert runner.stats.stalls == 1
+        await _ends_stalled(runner, task, "consumer stalled: no partitions assigned for .* while records wait")
     finally:
-        stop.set()
-        if not task.done():
-            await asyncio.wait_for(task, 60)
+        await _stopped(task, stop)
 
 
 def _member(consumer: Consumer, done: threading.Event) -> None:
