@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams import avro
-from streams.kafka_io import base_config, producer_config
+from streams.kafka_io import base_config, producer_config, unread
 from streams.records import decode_headers
 from streams.topology import IN, TOPIC_SCHEMA, terminal_topics
 
@@ -218,11 +218,10 @@ def behind(c: Consumer, tps: list[TopicPartition], from_beginning: bool) -> bool
         if tp.offset < 0 and not from_beginning:
             continue  # reading from the end, nothing taken yet: there is no position to be behind
         try:
-            low, end = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
+            if unread(c, tp.topic, tp.partition, tp.offset):
+                return True
         except KafkaException:
             return False  # the broker is away: nothing to conclude yet
-        if end > max(tp.offset, low):
-            return True
     return False
 
 

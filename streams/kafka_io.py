@@ -137,5 +137,13 @@ def _settled_end(bootstrap: str, committed: Consumer, tp: TopicPartition, conf: 
         uncommitted.close()
 
 
+def unread(c: Consumer, topic: str, partition: int, offset: int) -> range:
+    """The offsets of ``topic[partition]`` from ``offset`` to its end as ``c`` sees it (read_committed: the
+    last stable offset); empty when nothing is left to read. An offset below the log start (none yet, or one
+    that retention deleted) counts from the log start."""
+    low, end = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+    return range(max(offset, low), end)
+
+
 def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
     return [(k, v.encode("utf-8")) for k, v in headers.items()]

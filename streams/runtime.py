@@ -46,7 +46,7 @@ from streams import avro, metrics, tracing
 from streams.context import RecordContext, bind, reset
 from streams.dead_letter import dead_letter_headers, source_id
 from streams.errors import ModelError, TriageError
-from streams.kafka_io import KafkaFailure, consumer_config, encode_headers, producer_config, read_partition
+from streams.kafka_io import KafkaFailure, consumer_config, encode_headers, producer_config, read_partition, unread
 from streams.records import CARRIED_HEADERS, Emit, Record, decode_headers
 from streams.step import Step, StepContext
 from streams.topology import JOIN_STATE, TOPIC_SCHEMA, dlq_topic, group_id
@@ -390,14 +390,13 @@ class StepRunner:
             starts = {(t.topic, t.partition): t.offset for t in c.committed(unknown, timeout=5)} if unknown else {}
             for tp in idle:
                 key = (tp.topic, tp.partition)
-                low, end = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)  # stable end
-                pos = tp.offset if tp.offset >= 0 else starts.get(key, -1)
-                # Below `low` when retention emptied the partition (the committed offset is then a deleted marker's).
-                pos = max(pos, low)
-                if end > pos:
+                # From the log start when retention emptied the partition (the committed offset is then a
+                # deleted marker's).
+                left = unread(c, tp.topic, tp.partition, tp.offset if tp.offset >= 0 else starts.get(key, -1))
+                if left:
                     if key in lagging:
-                        return (f"{tp.topic}/{tp.partition} has had records {pos}..{end - 1} to read and the consumer "
-                                f"has not moved for {now - seen[key][1]:.0f} s")
+                        return (f"{tp.topic}/{tp.partition} has had records {left.start}..{left.stop - 1} to read and "
+                                f"the consumer has not moved for {now - seen[key][1]:.0f} s")
                     self._lag_seen.add(key)
         except KafkaException as exc:
             log.info("stall check failed", extra={"fields": {"error": str(exc)}})  # asked again next watch
@@ -420,10 +419,7 @@ class StepRunner:
             tps = [TopicPartition(t, p) for t in self.step.inputs
                    for p in c.list_topics(t, timeout=5).topics[t].partitions]
             offsets = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=5)}
-            waiting = False
-            for tp in tps:
-                low, end = c.get_watermark_offsets(tp, timeout=5)
-                waiting = waiting or end > max(offsets[(tp.topic, tp.partition)], low)
+            waiting = any(unread(c, tp.topic, tp.partition, offsets[(tp.topic, tp.partition)]) for tp in tps)
         except KafkaException as exc:
             log.info("stall check failed", extra={"fields": {"error": str(exc)}})
             return None
