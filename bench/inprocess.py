@@ -5,7 +5,8 @@
 Settings come from the environment (the same TRIAGE_* / OPENAI_* as the workers). ``sequential`` takes the
 tickets one after another, the four classifiers one after another; ``langgraph`` runs them all through the
 graph of :mod:`bench.graph` under a semaphore; ``capture`` runs them (classifiers in parallel) and pickles
-what every step emitted, for the ``limit`` line. All N tickets are offered at once when the measured window
+what every step emitted, for the ``limit`` line; ``calls`` makes model calls alone (the classifiers' prompts
+through the workers' gateway, no step, memo or Redis around them) to measure what one call costs in CPU. All N tickets are offered at once when the measured window
 opens, so a ticket's latency counts its wait for its turn, as for a burst produced to Kafka.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from streams import config
 from streams.context import configure_logging
 from streams.models import ModelGateway
 from streams.tenant_state import connect
+from streams.topology import CLASSIFIERS
 from streams.worker import settle_gc
 
 WARMUP = 8
@@ -62,6 +64,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.line == "capture":
             return await capture(pipe, tickets, args)
+        if args.line == "calls":
+            return await model_calls(gateway, settings, tickets, args)
         graph = None
         if args.line == "langgraph":
             from bench.graph import build_graph
@@ -136,10 +140,41 @@ async def capture(pipe: Pipeline, tickets: list[dict[str, Any]], args: argparse.
     return {"templates": len(traces), "outcomes": outcomes}
 
 
+async def model_calls(gateway: ModelGateway, settings: config.Settings, tickets: list[dict[str, Any]],
+                      args: argparse.Namespace) -> dict[str, Any]:
+    """``args.tickets`` model calls, ``args.concurrency`` at once: each a classifier's prompt for a sample ticket,
+    through ``complete_json`` (the call, its JSON parse and its validation, as a classifier makes it) with no
+    memo. What this process and the model server spend is the CPU any orchestrator of these steps pays per call.
+    """
+    from processors import prompts
+    from processors.classify import label_validator
+
+    jobs = [(c, t) for t in tickets for c in CLASSIFIERS]
+    validators = {c: label_validator(c) for c in CLASSIFIERS}
+    policies = {c: settings.policy(f"classify-{c}") for c in CLASSIFIERS}
+    sem = asyncio.Semaphore(args.concurrency)
+
+    async def one(i: int) -> None:
+        c, t = jobs[i % len(jobs)]
+        messages = prompts.classify(c, t["subject"], t["body"])
+        async with sem:
+            await gateway.complete_json(policies[c], messages, validators[c])
+
+    await asyncio.gather(*(one(i) for i in range(WARMUP * 8)))
+    settle_gc()
+    pids = [int(p) for p in args.pids.split(",") if p] if args.pids else []
+    stats0, others0, cpu0, t0 = _stats(args.fake_url), _cpu(pids), time.process_time(), time.time()
+    await asyncio.gather(*(one(i) for i in range(args.tickets)))
+    cpu_self, elapsed, others1, stats1 = time.process_time() - cpu0, time.time() - t0, _cpu(pids), _stats(args.fake_url)
+    calls = sum(sum(c.values()) for c in stats1.values()) - sum(sum(c.values()) for c in stats0.values())
+    return {"calls": calls, "elapsed_s": elapsed, "cpu_self_s": cpu_self,
+            "cpu_others_s": {str(p): others1[p] - others0[p] for p in pids}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--line", choices=["sequential", "langgraph", "capture"], required=True)
-    ap.add_argument("--tickets", type=int, required=True)
+    ap.add_argument("--line", choices=["sequential", "langgraph", "capture", "calls"], required=True)
+    ap.add_argument("--tickets", type=int, required=True, help="tickets (calls: model calls)")
     ap.add_argument("--max-seconds", type=float, default=1e9, help="stop starting tickets after this")
     ap.add_argument("--concurrency", type=int, default=256, help="tickets in flight (langgraph, capture)")
     ap.add_argument("--tag", default="ip", help="correlation ID prefix")

@@ -134,7 +134,33 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def targets(runs: list[dict[str, Any]], half_max: dict[str, Any] | None) -> dict[str, Any]:
+def model_call_floor(calls: int, client_cpu_s: float, server_cpu_s: float, elapsed_s: float) -> dict[str, Any]:
+    """CPU per model call, in the caller (the workers' gateway and the ``openai`` client) and in the model server."""
+    if calls <= 0:
+        return {"calls": calls, "error": "no model call was made"}
+    return {"calls": calls, "elapsed_s": _r(elapsed_s, 2), "client_cpu_ms_per_call": _r(client_cpu_s / calls * 1000, 3),
+            "server_cpu_ms_per_call": _r(server_cpu_s / calls * 1000, 3)}
+
+
+def with_tickets(floor: dict[str, Any] | None, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The floor per ticket (at triage's calls per ticket at 0 ms) and the throughput it caps this machine at.
+
+    Every ticket costs at least its model calls' CPU, whoever orchestrates them, so ``cpu_count`` cores
+    serve at most ``cpu_count / floor`` tickets a second."""
+    if not floor or "client_cpu_ms_per_call" not in floor:
+        return floor
+    ref = _get(runs, "triage", "0ms") or next((r for r in runs if r.get("model_calls_per_ticket")), None)
+    if ref is None or not ref.get("model_calls_per_ticket"):
+        return floor
+    per_call = floor["client_cpu_ms_per_call"] + floor["server_cpu_ms_per_call"]
+    per_ticket = per_call * ref["model_calls_per_ticket"]
+    cores = os.cpu_count() or 1
+    return {**floor, "calls_per_ticket": ref["model_calls_per_ticket"], "cpu_ms_per_ticket": _r(per_ticket, 3),
+            "cores": cores, "ceiling_tickets_per_s": _r(cores / per_ticket * 1000, 1)}
+
+
+def targets(runs: list[dict[str, Any]], half_max: dict[str, Any] | None,
+            floor: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     t200, n200, g200 = _get(runs, "triage", "200ms"), _get(runs, "naive", "200ms"), _get(runs, "langgraph", "200ms")
     if t200 and n200:
@@ -142,6 +168,11 @@ def targets(runs: list[dict[str, Any]], half_max: dict[str, Any] | None) -> dict
         out["triage_50x_naive_at_200ms"] = {
             "target": "triage tickets/s >= 50 x naive tickets/s at 200 ms", "triage_tickets_per_s": t200["tickets_per_s"],
             "naive_tickets_per_s": n200["tickets_per_s"], "ratio": r, "met": r is not None and r >= 50}
+        if floor and floor.get("ceiling_tickets_per_s") and n200["tickets_per_s"]:
+            # What 50x asks for against what the model calls alone leave room for on this machine.
+            out["triage_50x_naive_at_200ms"].update(
+                needed_tickets_per_s=_r(50 * n200["tickets_per_s"]),
+                model_call_ceiling_tickets_per_s=floor["ceiling_tickets_per_s"])
     if t200 and g200:
         r = _div(t200["tickets_per_s"], g200["tickets_per_s"])
         out["triage_ge_langgraph_at_200ms"] = {
@@ -153,6 +184,19 @@ def targets(runs: list[dict[str, Any]], half_max: dict[str, Any] | None) -> dict
         out["triage_cpu_le_3x_limit_at_0ms"] = {
             "target": "triage CPU s/ticket <= 3 x limit's at 0 ms", "triage_cpu_s_per_ticket": t0["cpu_s_per_ticket"],
             "limit_cpu_s_per_ticket": l0["cpu_s_per_ticket"], "ratio": r, "met": r is not None and r <= 3}
+        s0 = _get(runs, "sequential", "0ms")
+        if s0 and s0.get("cpu_s_per_ticket"):
+            # The same steps with no Kafka at all, against the same limit: what the step logic alone costs.
+            out["triage_cpu_le_3x_limit_at_0ms"].update(
+                sequential_cpu_s_per_ticket=s0["cpu_s_per_ticket"],
+                sequential_ratio=_div(s0["cpu_s_per_ticket"], l0["cpu_s_per_ticket"]))
+        if floor and floor.get("cpu_ms_per_ticket"):
+            # A ticket costs at least Kafka's part (the limit) plus its model calls: that sum over the limit is the
+            # lowest ratio these steps could reach with no step logic, no Redis and no serialisation at all.
+            calls_s = floor["cpu_ms_per_ticket"] / 1000
+            out["triage_cpu_le_3x_limit_at_0ms"].update(
+                model_calls_cpu_s_per_ticket=_r(calls_s, 5),
+                lowest_possible_ratio=_div(l0["cpu_s_per_ticket"] + calls_s, l0["cpu_s_per_ticket"]))
     if half_max and half_max.get("p99_ms") is not None:
         out["p99_at_half_max_le_2x_critical_path"] = {
             "target": "triage p99 at half its max throughput (200 ms) <= 2 x the critical path's model latency",
@@ -240,6 +284,16 @@ def summary(doc: dict[str, Any]) -> str:
         for calls, v in (hm.get("per_ticket") or {}).get("by_path_calls", {}).items():
             out.append(f"  {v['tickets']:>5} tickets with {calls} model call(s) on their critical path: p50 "
                        f"{_f(v['p50_ms'], 0)} ms, p99 {_f(v['p99_ms'], 0)} ms (limit {v['limit_ms']:.0f} ms)")
+        out.append("")
+    fl = doc.get("model_call_floor")
+    if fl and fl.get("cpu_ms_per_ticket"):
+        out.append(f"model calls alone ({fl['calls']} at 0 ms): {fl['client_cpu_ms_per_call']} ms of CPU in the caller + "
+                   f"{fl['server_cpu_ms_per_call']} ms in the model server per call; x {fl['calls_per_ticket']} calls = "
+                   f"{fl['cpu_ms_per_ticket']} ms per ticket, so {fl['cores']} cores serve at most "
+                   f"{_f(fl['ceiling_tickets_per_s'])} tickets/s whoever orchestrates them")
+        out.append("")
+    elif fl and fl.get("error"):
+        out.append(f"model calls alone: failed: {fl['error']}")
         out.append("")
     out.append("ratios (triage / line):")
     for latency, per in doc["ratios"].items():

@@ -75,6 +75,7 @@ class Bench:
         self.runs: list[dict[str, Any]] = []
         self.half_max: dict[str, Any] | None = None
         self.broker_warmup: list[dict[str, Any]] = []
+        self.floor: dict[str, Any] | None = None
         self.seq = 0
 
     def say(self, text: str) -> None:
@@ -210,6 +211,27 @@ class Bench:
         self.say(f"  captured: {json.loads(out.read_text())}")
         return trace
 
+    def model_call_floor(self) -> None:
+        """What the model calls alone cost in CPU, client and server, at 0 ms: a floor under any orchestrator's CPU
+        per ticket with these steps, and the throughput this machine's cores cap it at."""
+        n = self.args.floor_calls
+        self.say(f"model calls alone: {n} classifier calls at 0 ms, {self.args.concurrency} in flight")
+        self.set_latency("0ms")
+        out = self.home / "calls.json"
+        fake_pid = self.fake._proc.pid
+        with (self.home / "calls.log").open("ab") as log:
+            subprocess.run([sys.executable, "-m", "bench.inprocess", "--line", "calls", "--tickets", str(n),
+                            "--concurrency", str(self.args.concurrency), "--fake-url", self.fake.url,
+                            "--pids", str(fake_pid), "--out", str(out)],
+                           env=self.kafka.env(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, check=True,
+                           timeout=600)
+        d = json.loads(out.read_text())
+        self.floor = report.model_call_floor(d["calls"], d["cpu_self_s"], d["cpu_others_s"][str(fake_pid)],
+                                             d["elapsed_s"])
+        f = self.floor
+        self.say(f"  {f['calls']} calls: {f['client_cpu_ms_per_call']} ms of CPU in the caller and "
+                 f"{f['server_cpu_ms_per_call']} ms in the model server per call")
+
     def steady(self) -> None:
         t = report._get(self.runs, "triage", "200ms")
         if t is None or not t.get("tickets_per_s"):
@@ -288,6 +310,13 @@ class Bench:
                      f"outcomes {r['outcomes']}")
         self.runs.append(r)
 
+    def record_floor(self) -> None:
+        try:
+            self.model_call_floor()
+        except Exception as exc:  # noqa: BLE001 - one failed measurement must not lose the others
+            traceback.print_exc()
+            self.floor = {"error": f"{type(exc).__name__}: {exc}"}
+
     def run(self) -> dict[str, Any]:
         a = self.args
         started = time.time()
@@ -304,12 +333,15 @@ class Bench:
                     self.say(f"{line} {latency}: {n} tickets" + (f" (at most {a.max_seconds:.0f} s)" if line == "sequential" else
                                                                f" at once, {a.concurrency} in flight"))
                     self.record(lambda: self.repeated(lambda: self.inprocess(line, latency), line), line, latency)
+        if a.floor_calls > 0:
+            self.record_floor()
         for line in ("triage", "naive", "limit"):
             if line in a.lines:
                 self.kafka_line(line, a.latencies)
         order = {l: i for i, l in enumerate(report.LINES)}
         lat_order = {l: i for i, l in enumerate(a.latencies)}
         self.runs.sort(key=lambda r: (order[r["line"]], lat_order.get(r["latency"], 99)))
+        floor = report.with_tickets(self.floor, self.runs)
         doc = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": {**report.machine(self.kafka.home), "load_avg_at_start": load0,
@@ -323,8 +355,10 @@ class Bench:
                        "wall_s": round(time.time() - started, 1)},
             "runs": self.runs,
             "half_max": self.half_max,
+            "model_call_floor": floor,
             "ratios": report.ratios(self.runs),
-            "targets": report.targets(self.runs, self.half_max if self.half_max and "p99_ms" in self.half_max else None),
+            "targets": report.targets(self.runs, self.half_max if self.half_max and "p99_ms" in self.half_max else None,
+                                      floor),
         }
         return doc
 
@@ -395,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="runs of each burst of triage, langgraph and limit, reported as medians; naive and "
                          "sequential run once, they take minutes (default: %(default)s)")
     ap.add_argument("--concurrency", type=int, default=256, help="langgraph's tickets in flight (default: %(default)s)")
+    ap.add_argument("--floor-calls", type=int, default=4000,
+                    help="model calls made alone (no step, no Kafka) to measure their CPU per call; 0 skips it "
+                         "(default: %(default)s)")
     ap.add_argument("--partitions", type=int, default=6, help="partitions per topic (default: %(default)s, the project's)")
     ap.add_argument("--run-timeout", type=float, default=300.0,
                     help="longest wait for one Kafka run's tickets (default: %(default)s)")

@@ -47,3 +47,29 @@ def test_a_failed_repeat_is_kept_and_the_others_still_count() -> None:
     assert (m["tickets_per_s"], m["p99_ms"], m["cpu_s_per_ticket"], m["marker"]) == (150.0, 4.0, 0.01, 150.0)
     assert not m["complete"]
     assert m["repeats"][1] == failed
+
+
+def test_the_model_call_floor_caps_throughput_at_the_cores_over_its_cpu_per_ticket(monkeypatch: Any) -> None:
+    monkeypatch.setattr(report.os, "cpu_count", lambda: 2)
+    floor = report.model_call_floor(4000, client_cpu_s=1.6, server_cpu_s=0.8, elapsed_s=3.0)
+    assert (floor["client_cpu_ms_per_call"], floor["server_cpu_ms_per_call"]) == (0.4, 0.2)
+    runs = [_row(180.0, 5000.0, 0.01), {**_row(20.0, 9000.0, 0.04), "line": "naive", "latency": "200ms"},
+            {**_row(150.0, 6000.0, 0.011), "latency": "200ms"},
+            {**_row(400.0, 2000.0, 0.002), "line": "limit"},
+            {**_row(100.0, 3000.0, 0.009), "line": "sequential"}]
+    full = report.with_tickets(floor, runs)
+    # 6.24 calls x 0.6 ms = 3.744 ms a ticket; 2 cores / 3.744 ms = 534.2 tickets/s.
+    assert (full["calls_per_ticket"], full["cpu_ms_per_ticket"], full["ceiling_tickets_per_s"]) == (6.24, 3.744, 534.2)
+    t = report.targets(runs, None, full)
+    assert t["triage_50x_naive_at_200ms"]["needed_tickets_per_s"] == 1000.0
+    assert t["triage_50x_naive_at_200ms"]["model_call_ceiling_tickets_per_s"] == 534.2
+    cpu = t["triage_cpu_le_3x_limit_at_0ms"]
+    assert (cpu["ratio"], cpu["sequential_ratio"], cpu["model_calls_cpu_s_per_ticket"]) == (5.0, 4.5, 0.00374)
+    assert cpu["lowest_possible_ratio"] == 2.87  # (2 + 3.744 ms) / 2 ms
+
+
+def test_a_failed_floor_is_reported_and_leaves_the_targets_alone() -> None:
+    failed = {"error": "CalledProcessError: exit 1"}
+    runs = [_row(180.0, 5000.0, 0.01), {**_row(400.0, 2000.0, 0.002), "line": "limit"}]
+    assert report.with_tickets(failed, runs) is failed
+    assert "model_calls_cpu_s_per_ticket" not in report.targets(runs, None, failed)["triage_cpu_le_3x_limit_at_0ms"]
