@@ -360,6 +360,14 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         axes[1].set_title("p99 end-to-end latency (ms, log), all tickets offered at once\n"
                           f"dashed: {hm['target_ms']:.0f} ms target; triage at half max (200 ms): "
                           f"p99 {hm['p99_ms']:,.0f} ms", fontsize=10)
+    fl, tg = doc.get("model_call_floor") or {}, (doc.get("targets") or {}).get("triage_50x_naive_at_200ms") or {}
+    if fl.get("ceiling_tickets_per_s"):
+        axes[0].axhline(fl["ceiling_tickets_per_s"], color="grey", ls=":", lw=1)
+        title = f"throughput (tickets/s, log)\ndotted: {fl['ceiling_tickets_per_s']:,.0f}, the model calls' own CPU ceiling"
+        if tg.get("needed_tickets_per_s"):
+            axes[0].axhline(tg["needed_tickets_per_s"], color="grey", ls="--", lw=1)
+            title += f"; dashed: 50x naive at 200 ms ({tg['needed_tickets_per_s']:,.0f})"
+        axes[0].set_title(title, fontsize=10)
     axes[0].legend(fontsize=8, ncol=len(lines), loc="upper center", bbox_to_anchor=(0.5, -0.13))
     m = doc["machine"]
     fig.suptitle(f"triage benchmark, {doc['date']}: {m['cpu_count']} cores {m['cpu_model']}, Kafka {m['kafka']}",
