@@ -76,14 +76,20 @@ def _calls(fake: FakeModels) -> int:
     return sum(sum(by_status.values()) for by_status in fake.stats().values())
 
 
-def _run(stack: Stack, fake: FakeModels, name: str, fault: Callable[[], dict], delay: float = 8.0) -> dict:
+def _run(stack: Stack, fake: FakeModels, name: str, fault: Callable[[], dict], after_calls: int = TICKETS) -> dict:
+    """Produce TICKETS, strike with ``fault`` once the models have answered ``after_calls`` calls (about a sixth
+    of the run's at the default: the pipeline is flowing and most of the work is still ahead), then check that
+    every ticket came out once."""
     docs = sample_tickets()
     calls_before = _calls(fake)
     sent = stack.produce([docs[i % len(docs)] for i in range(TICKETS)], prefix=f"{name}-")
     started = time.time()
     info: dict = {}
     def inject() -> None:
-        time.sleep(delay)
+        deadline = time.monotonic() + 300
+        while _calls(fake) - calls_before < after_calls and time.monotonic() < deadline:
+            time.sleep(0.2)
+        info["fault_after_calls"] = _calls(fake) - calls_before
         info["fault_at"] = time.time()  # recovery counts from the moment the part fails
         info.update(fault())
     t = threading.Thread(target=inject, daemon=True)
@@ -139,7 +145,7 @@ def test_workers_added_and_killed_during_the_run(cluster: Stack, fake: FakeModel
             cluster.start_worker(step, int(victim.args[-1].rsplit("-", 1)[1]))
             kills.append(step)
         return {"workers_added": len(STEPS), "kills": len(kills)}
-    _run(cluster, fake, "workers", fault, delay=4.0)
+    _run(cluster, fake, "workers", fault, after_calls=TICKETS // 2)
 
 
 @pytest.mark.timeout(1800)
