@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams import avro
 from streams.kafka_io import base_config, producer_config, unread
@@ -145,17 +145,20 @@ class Reader:
             "group.id": f"triage.reader.{uuid.uuid4()}", "enable.auto.commit": False,
             "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest",
             "fetch.wait.max.ms": 50})
-        self.from_beginning = from_beginning
         self.consumer = Consumer(self._conf)
         self.replaced = 0
         try:
             md = self.consumer.list_topics(timeout=10)
             self._tps = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
-            self._logical = -2 if from_beginning else -1
+            ends = {(tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, timeout=10) for tp in self._tps}
             # Where each partition ended (read_committed: its last stable offset) when the read began.
-            self._ends = {(tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, timeout=10)
-                          for tp in self._tps} if from_beginning else {}
-            self.consumer.assign([TopicPartition(tp.topic, tp.partition, self._logical) for tp in self._tps])
+            self._ends = ends if from_beginning else {}
+            # The next offset to read in each partition, as far as this reader knows. A consumer's position() is
+            # unknown (-1001) until it hands out a record of that partition, so a replacement could not tell
+            # where its predecessor stopped: it would read a finished partition again from the start. Reading
+            # from the end, the end is fixed now, so a replacement does not skip what came in meanwhile.
+            self._next: dict[tuple[str, int], int] = {} if from_beginning else {k: end for k, (_, end) in ends.items()}
+            self.consumer.assign(self._positions(ask=False))
         except BaseException:
             self.consumer.close()
             raise
@@ -169,7 +172,7 @@ class Reader:
         while time.monotonic() < deadline:
             now = time.monotonic()
             if not caught_up and now - last > 1.0:
-                caught_up = _reached(self.consumer, self._tps, self._ends)
+                caught_up = _reached(self._positions(), self._ends)
             if idle is not None and caught_up and now - last > idle:
                 return
             msgs = self.consumer.consume(500, 0.2)
@@ -177,6 +180,7 @@ class Reader:
                 if m.error():
                     continue
                 last = time.monotonic()
+                self._next[(m.topic(), m.partition())] = m.offset() + 1
                 key = m.key()
                 out = Out(m.topic(), m.partition(), m.offset(), key.decode("utf-8", "replace") if key else None,
                           decode_headers(m.headers()), m.value(), m.timestamp()[1])
@@ -186,13 +190,23 @@ class Reader:
                     return
             if not msgs and time.monotonic() - max(last, checked) > stall_s:
                 checked = time.monotonic()
-                if behind(self.consumer, self._tps, self.from_beginning):
+                if behind(self.consumer, self._positions()):
                     self._replace()
+
+    def _positions(self, ask: bool = True) -> list[TopicPartition]:
+        """Each partition's next offset: the consumer's position where it has one (it steps past commit markers
+        and aborted records), else the offset after the last record handed out, else the start."""
+        if ask:
+            for tp in self.consumer.position(self._tps):
+                key = (tp.topic, tp.partition)
+                if tp.offset > self._next.get(key, -1):
+                    self._next[key] = tp.offset
+        return [TopicPartition(tp.topic, tp.partition, self._next.get((tp.topic, tp.partition), OFFSET_BEGINNING))
+                for tp in self._tps]
 
     def _replace(self) -> None:
         log.warning("the reader received nothing while records wait; replacing its consumer")
-        positions = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else self._logical)
-                     for tp in self.consumer.position(self._tps)]
+        positions = self._positions()
         self.consumer.close()
         self.consumer = Consumer(self._conf)
         self.consumer.assign(positions)
@@ -202,21 +216,19 @@ class Reader:
         self.consumer.close()
 
 
-def _reached(c: Consumer, tps: list[TopicPartition], ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
-    """Whether every partition has been read up to its end at the start (the position passes commit markers)."""
-    for tp in c.position(tps):
+def _reached(positions: list[TopicPartition], ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
+    """Whether every partition has been read up to its end at the start."""
+    for tp in positions:
         low, end = ends[(tp.topic, tp.partition)]
         if end > low and tp.offset < end:
             return False
     return True
 
 
-def behind(c: Consumer, tps: list[TopicPartition], from_beginning: bool) -> bool:
-    """Whether some partition has committed records past the consumer's position (or any, when it has none and
-    reads from the beginning)."""
-    for tp in c.position(tps):
-        if tp.offset < 0 and not from_beginning:
-            continue  # reading from the end, nothing taken yet: there is no position to be behind
+def behind(c: Consumer, positions: list[TopicPartition]) -> bool:
+    """Whether some partition has committed records past its position (an unknown position, below zero, counts
+    from the log start)."""
+    for tp in positions:
         try:
             if unread(c, tp.topic, tp.partition, tp.offset):
                 return True

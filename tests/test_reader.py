@@ -59,3 +59,41 @@ def test_a_consumer_that_stops_fetching_is_replaced(pipeline: Stack) -> None:
         assert reader.replaced >= 1
     finally:
         reader.close()
+
+
+def test_a_replacement_goes_on_where_the_last_consumer_stopped(pipeline: Stack) -> None:
+    """A fresh consumer knows no position in a partition until it hands out a record there: replaced twice, with
+    partitions finished before the first replacement and quiet since, the reader must not read them again."""
+    topic = _topic(pipeline)
+    first = [f"a{i}" for i in range(30)]
+    _produce(pipeline.bootstrap, topic, first)
+    reader = Reader(pipeline.bootstrap, [topic])
+    try:
+        seen: list[str] = []
+        for o in reader.records(timeout=90, idle=3.0, stall_s=1.0):
+            seen.append(o.raw.decode())
+            if len(seen) == 30 or seen[-1] == "b0":
+                # Stalled again, and one more record, in partition 0 only.
+                reader.consumer.pause(reader.consumer.assignment())
+                _produce(pipeline.bootstrap, topic, ["b0" if len(seen) == 30 else "c0"])
+        assert sorted(seen) == sorted([*first, "b0", "c0"]), "a record was read twice, or missed"
+        assert reader.replaced == 2
+    finally:
+        reader.close()
+
+
+def test_reading_from_the_end_a_replacement_skips_nothing(pipeline: Stack) -> None:
+    """From the end, where the read began is fixed when it begins: records that came while the consumer was
+    stalled, before it took any, are read by its replacement, not skipped as older than the new end."""
+    topic = _topic(pipeline)
+    _produce(pipeline.bootstrap, topic, ["old0", "old1", "old2"])
+    reader = Reader(pipeline.bootstrap, [topic], from_beginning=False)
+    try:
+        reader.consumer.pause(reader.consumer.assignment())
+        new = [f"n{i}" for i in range(6)]
+        _produce(pipeline.bootstrap, topic, new)
+        seen = [o.raw.decode() for o in reader.records(timeout=60, stall_s=1.0, max_records=len(new))]
+        assert sorted(seen) == sorted(new)
+        assert reader.replaced == 1
+    finally:
+        reader.close()
