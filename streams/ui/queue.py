@@ -237,7 +237,8 @@ class QueueIndex:
         awaiting_eof: set[tuple[str, int]] = set()
         last = time.monotonic()
         try:
-            def refresh() -> None:
+            def refresh() -> bool:
+                """Assign the queue partitions not yet assigned (a topic created or grown since); whether any."""
                 md = c.list_topics(timeout=10)
                 new = [(t, p) for t in (*QUEUE_TOPICS, *LEDGERS) if t in md.topics
                        for p in md.topics[t].partitions if (t, p) not in assigned]
@@ -246,6 +247,7 @@ class QueueIndex:
                     assigned.update(new)
                     if not self._ready.is_set():
                         awaiting_eof.update(new)
+                return bool(new)
 
             refresh()
             next_refresh = time.monotonic() + self._refresh_s
@@ -266,12 +268,13 @@ class QueueIndex:
                 if not awaiting_eof and not self._ready.is_set():
                     self._ready.set()
                 if time.monotonic() >= next_refresh:
-                    refresh()
+                    if refresh():
+                        last = time.monotonic()  # partitions just assigned get their chance to fetch first
                     next_refresh = time.monotonic() + self._refresh_s
                     # An assign()ed consumer can stop fetching after a broker restart and say nothing (librdkafka
                     # #5153): the page would go stale for good. Read again from the start (adding is idempotent).
                     if time.monotonic() - last > self._stall_s:
-                        if behind(c, [TopicPartition(t, p) for t, p in assigned], from_beginning=True):
+                        if behind(c, c.position([TopicPartition(t, p) for t, p in assigned])):
                             raise KafkaFailure("the consumer stopped fetching while records wait", abortable=False,
                                                fatal=False, retriable=True)
                         last = time.monotonic()  # idle and caught up: look again after another stall_s
