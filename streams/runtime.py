@@ -41,12 +41,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streams import avro, metrics, tracing
 from streams.context import RecordContext, bind, reset
 from streams.dead_letter import dead_letter_headers, source_id
 from streams.errors import ModelError, TriageError
-from streams.kafka_io import KafkaFailure, consumer_config, encode_headers, producer_config, read_partition, unread
+from streams.kafka_io import (KafkaFailure, base_config, consumer_config, encode_headers, producer_config, read_partition,
+                              unread)
 from streams.records import CARRIED_HEADERS, Emit, Record, decode_headers
 from streams.step import Step, StepContext
 from streams.topology import JOIN_STATE, TOPIC_SCHEMA, dlq_topic, group_id
@@ -170,6 +172,7 @@ class StepRunner:
         self._stateful = bool(getattr(step, "stateful", False))
         self._stuck = False
         self._aborts_in_row = 0
+        self._timeouts_in_row = 0
         self._txn_phase = ""
         """The transaction call the producer thread is in (or was last in), named when it is stuck."""
         self._watch_every_s, self._stall_after_s = watch_every_s, stall_after_s
@@ -424,9 +427,35 @@ class StepRunner:
             log.info("stall check failed", extra={"fields": {"error": str(exc)}})
             return None
         previous, self._group_seen = self._group_seen, offsets
-        if waiting and previous == offsets:
-            return (f"no partitions assigned for {now - self._unassigned_since:.0f} s while records wait and the "
-                    f"group's committed offsets have not moved")
+        if not (waiting and previous == offsets):
+            return None
+        # "Records wait" is true of any partition that ends in a commit marker, and an idle pipeline's offsets
+        # stand still: only the coordinator can tell a spare member from a consumer that has left the group.
+        try:
+            held = self._k_held_by_group()
+        except (KafkaException, TimeoutError) as exc:  # a future's result() timing out raises TimeoutError (3.11)
+            log.info("stall check failed", extra={"fields": {"error": str(exc)}})
+            return None
+        if held == 0:
+            return None  # a member with nothing assigned: a spare replica, more members than partitions
+        where = "the group does not list this consumer" if held is None else \
+            f"the group lists {held} partition(s) as this consumer's"
+        return (f"no partitions assigned for {now - self._unassigned_since:.0f} s while records wait, the group's "
+                f"committed offsets have not moved and {where}")
+
+    def _k_held_by_group(self) -> int | None:
+        """How many partitions the group's coordinator lists as this consumer's; None when it does not list this
+        consumer as a member at all."""
+        assert self._consumer is not None
+        me = self._consumer.memberid()
+        if not me:
+            return None
+        group = group_id(self.step.name)
+        admin = AdminClient(base_config(self.settings.bootstrap))
+        desc = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
+        for member in desc.members:
+            if member.member_id == me:
+                return len(member.assignment.topic_partitions or [])
         return None
 
     def _k_assigned(self) -> list[int]:
@@ -787,20 +816,21 @@ class StepRunner:
             self.stats.aborts += 1
             if not isinstance(failure, CommitRefused):
                 self._aborts_in_row += 1
+                self._timeouts_in_row = self._timeouts_in_row + 1 if failure.code == "_TIMED_OUT" else 0
             metrics.TRANSACTIONS.labels(self.step.name, "aborted").inc()
             log.warning("transaction aborted; rewinding to the last commit", extra={"fields": {"error": str(failure)}})
             # Timeouts twice in a row against a broker that answers everyone else: seen after a broker restart,
             # each of five transactions timed out in send_offsets_to_transaction (stale coordinator state,
             # librdkafka #5511) and a fresh producer committed at once.
-            limit = TIMEOUTS_IN_ROW if failure.code == "_TIMED_OUT" else ABORTS_IN_ROW
-            if self._aborts_in_row >= limit:
+            if self._timeouts_in_row >= TIMEOUTS_IN_ROW or self._aborts_in_row >= ABORTS_IN_ROW:
                 # Every attempt redoes the records (model calls included) and fails the same way: fresh clients,
                 # after the supervisor's backoff, rather than a loop that spends and never commits.
-                raise KafkaFailure(f"{self._aborts_in_row} transactions in a row aborted; last: {failure}",
+                raise KafkaFailure(f"{self._aborts_in_row} transactions in a row aborted "
+                                   f"(the last {self._timeouts_in_row} timed out); last: {failure}",
                                    abortable=False, fatal=True, retriable=True) from failure
             await self._rewind()
             return
-        self._aborts_in_row = 0
+        self._aborts_in_row = self._timeouts_in_row = 0
         metrics.COMMIT_SECONDS.labels(self.step.name).observe(time.monotonic() - started)
         for part, nxt in advanced:
             part.committed = nxt

@@ -206,6 +206,32 @@ async def test_a_runner_left_without_partitions_while_records_wait_starts_afresh
         await _stopped(task, stop)
 
 
+async def test_a_spare_replica_without_partitions_is_left_alone(pipeline: Stack) -> None:
+    """More members than partitions: the spare has nothing assigned, and while the pipeline is idle its group's
+    offsets stand still and its partition ends in a commit marker past them. It is a member all the same;
+    restarting it would only make the whole group rebalance, again and again."""
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"test.spare.{run}.in", f"test.spare.{run}.out"
+    ensure_topics(pipeline.bootstrap, [TopicSpec(source, 1), TopicSpec(sink, 1)])
+    step = Echo(f"test-spare-{run}", source, sink)
+    runners = [StepRunner(step, StepContext(step.name, pipeline.settings, None, None), instance=f"t{i}",  # type: ignore[arg-type]
+                          watch_every_s=0.2, stall_after_s=1.0) for i in range(2)]
+    _produce(pipeline.bootstrap, source, 5, partitions=(0,), transactional=True)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    try:
+        await _until(lambda: sum(r.stats.consumed for r in runners) == 5
+                     and sum(r.stats.transactions for r in runners) >= 1, tasks[0])
+        # Long enough for the unassigned check to have looked at the group several times (every stall_after_s).
+        seen = [r.stats.watches for r in runners]
+        await _until(lambda: all(r.stats.watches >= w + 30 for r, w in zip(runners, seen)), tasks[0])
+        assert [r.stats.stalls for r in runners] == [0, 0]
+        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+
+
 def _member(consumer: Consumer, done: threading.Event) -> None:
     while not done.is_set():
         consumer.poll(0.2)
