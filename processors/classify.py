@@ -49,12 +49,27 @@ class Classify:
             self._monitor = DriftMonitor(ctx.redis, self.classifier, ctx.settings.drift)
         return self._monitor
 
+    def _result(self, correlation_id: str, tenant_id: str) -> dict[str, Any]:
+        return {"correlation_id": correlation_id, "tenant_id": tenant_id, "classifier": self.classifier, "ok": True,
+                "label": None, "confidence": None, "model": None, "error_code": None, "error": None,
+                "model_calls": 0, "tokens": 0, "drift_score": None}
+
+    def on_failure(self, record: Record, code: str, reason: str) -> list[Emit] | None:
+        """Whatever ends this classifier's work on a ticket (the step deadline, a model outage waited out, a
+        bug) is a failed classification: the join goes on without this label and the router's policy decides.
+        A dead letter here would end the ticket a second time, beside what the join's result leads to."""
+        case = record.value if isinstance(record.value, dict) else {}
+        cid = case.get("correlation_id") or record.correlation_id
+        tenant = case.get("tenant_id") or record.tenant_id
+        if not cid or not tenant:
+            return None  # no ticket to pass on: the join could not place it either
+        out = self._result(cid, tenant)
+        out.update(ok=False, error_code=code, error=reason[:500])
+        return [Emit(CLASSIFIED, out, key=cid)]
+
     async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
         case = record.value
-        out: dict[str, Any] = {"correlation_id": case["correlation_id"], "tenant_id": case["tenant_id"],
-                               "classifier": self.classifier, "ok": True, "label": None, "confidence": None,
-                               "model": None, "error_code": None, "error": None, "model_calls": 0, "tokens": 0,
-                               "drift_score": None}
+        out = self._result(case["correlation_id"], case["tenant_id"])
         messages = prompts.classify(self.classifier, case["ticket"]["subject"], case["ticket"]["body"])
         policy = ctx.settings.policy(self.name)
         memo = ctx.memo(record, case["tenant_id"])

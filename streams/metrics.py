@@ -11,6 +11,8 @@ _STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 RECORDS_IN = Counter("triage_records_in_total", "Records consumed", ["step"])
 RECORDS_OUT = Counter("triage_records_out_total", "Records produced (committed or not)", ["step", "topic"])
 DEAD_LETTERS = Counter("triage_dead_letters_total", "Records dead-lettered", ["step", "reason"])
+STEP_FAILURES = Counter("triage_step_failures_passed_on_total",
+                        "Records a fan-out branch (a classifier) failed on, passed on as a failed result", ["step", "reason"])
 STEP_SECONDS = Histogram("triage_step_seconds", "Time to handle one record", ["step"], buckets=_STEP_BUCKETS)
 IN_FLIGHT = Gauge("triage_in_flight", "Records consumed and not yet committed", ["step"])
 HOL_WAIT = Gauge("triage_head_of_line_seconds", "Longest time one record held its partition's commits", ["step"])

@@ -705,7 +705,7 @@ class StepRunner:
                     record = _with_value(record, avro.decode(record.raw, schema))
                 except Exception as exc:  # noqa: BLE001 - a decoder bug must not leave the slot open for good
                     code = exc.code if isinstance(exc, TriageError) else "INTERNAL"
-                    outputs = [self._dead_letter(record, code, str(exc) or type(exc).__name__, 1)]
+                    outputs = self._failed(record, code, str(exc) or type(exc).__name__, 1)
                     self._finish(slot, outputs)
                     return
             policy_deadline = self.settings.step_deadline_s
@@ -726,17 +726,17 @@ class StepRunner:
                         await asyncio.sleep(pause)
                         continue
                     calls = getattr(exc, "calls", attempts)
-                    outputs = [self._dead_letter(record, exc.code, str(exc), calls)]
+                    outputs = self._failed(record, exc.code, str(exc), calls)
                     break
                 except asyncio.TimeoutError:
-                    outputs = [self._dead_letter(record, "STEP_TIMEOUT",
-                                                 f"not done within the step deadline of {policy_deadline:.0f}s", attempts)]
+                    outputs = self._failed(record, "STEP_TIMEOUT",
+                                           f"not done within the step deadline of {policy_deadline:.0f}s", attempts)
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a bug in a step must not stop the worker or lose the record
                     log.exception("step raised an unexpected error")
-                    outputs = [self._dead_letter(record, "INTERNAL", f"{type(exc).__name__}: {exc}", attempts)]
+                    outputs = self._failed(record, "INTERNAL", f"{type(exc).__name__}: {exc}", attempts)
                     break
             self._finish(slot, outputs)
             wait = time.monotonic() - started
@@ -778,6 +778,23 @@ class StepRunner:
             out.append((e.topic, e.partition, key.encode() if key is not None else None, value,
                         encode_headers(headers)))
         return out
+
+    def _failed(self, record: Record, reason: str, error: str, attempts: int) -> list[Output]:
+        """What a record the step failed on leaves: a dead letter, unless the step stands something else in for
+        it (a classifier's failed classification, so that its ticket ends once, through the join)."""
+        instead = getattr(self.step, "on_failure", None)
+        if instead is not None:
+            try:
+                emits = instead(record, reason, error)
+                if emits:
+                    outputs = self._encode_all(record, emits)
+                    metrics.STEP_FAILURES.labels(self.step.name, reason).inc()
+                    log.warning("step failed; passed on as a failed result",
+                                extra={"fields": {"reason": reason, "error": error[:300]}})
+                    return outputs
+            except Exception:  # noqa: BLE001 - the dead letter below is the fallback, never nothing
+                log.exception("on_failure raised; dead-lettering instead")
+        return [self._dead_letter(record, reason, error, attempts)]
 
     def _dead_letter(self, record: Record, reason: str, error: str, attempts: int) -> Output:
         self.stats.dead_lettered += 1

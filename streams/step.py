@@ -44,6 +44,15 @@ class Step(Protocol):
     async def handle(self, record: Record, ctx: StepContext) -> list[Emit]: ...
 
 
+class BranchStep(Step, Protocol):
+    """A step on one branch of a fan-out (a classifier). Its ticket goes on through the other branches, so a
+    dead letter here would be the ticket's second outcome, beside the one the rest of the pipeline gives it."""
+
+    def on_failure(self, record: Record, code: str, reason: str) -> list[Emit] | None:
+        """The outputs that stand for a record this step failed on, instead of a dead letter; None to
+        dead-letter it after all (e.g. no ticket identity in the record)."""
+
+
 class StatefulStep(Step, Protocol):
     """A step whose state lives in a changelog topic written in the same transaction as its outputs."""
 

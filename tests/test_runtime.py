@@ -18,7 +18,7 @@ from streams.records import Emit, Record
 from streams.runtime import KafkaStuck, StepRunner
 from streams.services.kafka_broker import TopicSpec, ensure_topics
 from streams.step import StepContext
-from streams.topology import group_id
+from streams.topology import dlq_topic, group_id
 from tests.harness import Stack
 
 pytestmark = pytest.mark.kafka
@@ -102,6 +102,51 @@ async def test_in_flight_is_bounded_and_every_record_is_emitted_once(pipeline: S
         assert runner.stats.pauses >= 1
     else:
         assert runner.stats.pauses == 0  # room came with each commit, long before pause_after_s
+
+
+class Overrun:
+    """Outlasts the step deadline on every record; stands a failed result in for it when ``stand_in``."""
+
+    stateful = False
+
+    def __init__(self, name: str, source: str, sink: str, stand_in: bool) -> None:
+        self.name, self.inputs, self.sink, self.stand_in = name, (source,), sink, stand_in
+
+    async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
+        await asyncio.sleep(60)
+        return [Emit(self.sink, record.raw, key=record.key)]
+
+    def on_failure(self, record: Record, code: str, reason: str) -> list[Emit] | None:
+        return [Emit(self.sink, f"failed {code} {record.raw.decode()}".encode(), key=record.key)] if self.stand_in else None
+
+
+@pytest.mark.parametrize("stand_in", [True, False], ids=["stands-in", "dead-letters"])
+async def test_a_failure_the_step_stands_a_result_in_for_is_not_dead_lettered(pipeline: Stack, stand_in: bool) -> None:
+    """A classifier is one branch of a fan-out: a dead letter there would be its ticket's second outcome, next
+    to the one the join's result leads to. A step with on_failure passes its failures on instead; one that
+    declines (None) is dead-lettered as before."""
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"test.fail.{run}.in", f"test.fail.{run}.out"
+    step = Overrun(f"test-fail-{run}", source, sink, stand_in)
+    ensure_topics(pipeline.bootstrap, [TopicSpec(source, 3), TopicSpec(sink, 3), TopicSpec(dlq_topic(step.name), 1)])
+    _produce(pipeline.bootstrap, source, 6, partitions=(0, 1, 2))
+    settings = dataclasses.replace(pipeline.settings, step_deadline_s=0.5)
+    runner = StepRunner(step, StepContext(step.name, settings, None, None), instance="t")  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await _until(lambda: runner.stats.consumed == 6 and runner.in_flight == 0 and runner.stats.transactions >= 1,
+                     task)
+    finally:
+        await _stopped(task, stop)
+    passed, dead = (_read_all(pipeline.bootstrap, t, 6 if want else 0, timeout=10 if want else 2)
+                    for t, want in ((sink, stand_in), (dlq_topic(step.name), not stand_in)))
+    if stand_in:
+        assert sorted(passed) == sorted(f"failed STEP_TIMEOUT v{i}".encode() for i in range(6))
+        assert dead == [] and runner.stats.dead_lettered == 0
+    else:
+        assert passed == [] and sorted(dead) == sorted(f"v{i}".encode() for i in range(6))
+        assert runner.stats.dead_lettered == 6
 
 
 class Echo:
