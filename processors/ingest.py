@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -69,6 +70,15 @@ def new_traceparent() -> str:
     return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
 
 
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _traceparent(given: str | None) -> str:
+    """The producer's W3C traceparent if it is one, else a new trace. Every later record carries this header:
+    anything else in it (megabytes, say) would make every one of them too big to write."""
+    return given if given and _TRACEPARENT.fullmatch(given) else new_traceparent()
+
+
 class Ingest:
     name = "ingest"
     inputs = (IN,)
@@ -96,5 +106,5 @@ class Ingest:
             case["flags"] = ["INJECTION_SUSPECTED"]
             case["trail"].append("ingest: instruction-like text flagged (INJECTION_SUSPECTED)")
         headers = {"correlation_id": cid, "tenant_id": ticket["tenant_id"], "attempt": str(record.attempt),
-                   "traceparent": record.headers.get("traceparent") or new_traceparent(), "hops": "0"}
+                   "traceparent": _traceparent(record.headers.get("traceparent")), "hops": "0"}
         return [Emit(VALID, case, key=cid, headers=headers)]

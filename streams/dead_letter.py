@@ -1,10 +1,13 @@
 """Dead-letter records: the original bytes, untouched, with the reason in the headers.
 
 A dead-letter topic is the human queue; ``triage dlq replay`` sends a record back into the step that
-failed as a new attempt, so the body must be exactly what that step consumed.
+failed as a new attempt, so the body must be exactly what that step consumed. The one exception is a record
+too big to be written at all: its dead letter keeps a prefix, its size and its hash (``dlq.truncated_from``,
+``dlq.sha256``), and ``dlq.source`` says where the whole of it still is.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
@@ -12,11 +15,21 @@ from streams.records import Record
 
 DLQ_HEADERS = ("dlq.reason", "dlq.error", "dlq.step", "dlq.source", "dlq.attempts", "dlq.ts")
 MAX_ERROR_CHARS = 2000
+# Under the producer's message.max.bytes (8 MiB) with room for the key and headers: a dead letter over it
+# would be refused by the client, and the transaction carrying it aborted and replayed, forever.
+MAX_VALUE_BYTES = 8 * 1024 * 1024 - 256 * 1024
+MAX_HEADER_CHARS = 1024  # per copied header: a traceparent is 55, a correlation ID at most 200
+MAX_KEY_CHARS = 200
 
 
 def dead_letter_headers(record: Record, step: str, reason: str, error: str, attempts: int) -> dict[str, str]:
-    headers = {k: v for k, v in record.headers.items() if not k.startswith("dlq.")}
-    headers.setdefault("attempt", str(record.attempt))
+    # The input's own headers go along (a replay carries them back), except any too big to fit a record.
+    headers = {k: v for k, v in record.headers.items()
+               if not k.startswith("dlq.") and len(k) <= MAX_HEADER_CHARS and len(v) <= MAX_HEADER_CHARS}
+    dropped = sorted(k for k in record.headers if not k.startswith("dlq.") and k not in headers)
+    if dropped:
+        headers["dlq.dropped_headers"] = ",".join(k[:64] for k in dropped)[:MAX_HEADER_CHARS]
+    headers["attempt"] = str(record.attempt)
     if record.correlation_id:
         headers.setdefault("correlation_id", record.correlation_id)
     headers.update({
@@ -28,6 +41,25 @@ def dead_letter_headers(record: Record, step: str, reason: str, error: str, atte
         "dlq.ts": str(int(time.time() * 1000)),
     })
     return headers
+
+
+def fit_value(raw: bytes | None, headers: dict[str, str]) -> bytes | None:
+    """The dead letter's value: the original bytes, or a prefix of them (noted in ``headers``) when they could
+    not be written whole."""
+    if raw is None or len(raw) <= MAX_VALUE_BYTES:
+        return raw
+    headers["dlq.truncated_from"] = str(len(raw))
+    headers["dlq.sha256"] = hashlib.sha256(raw).hexdigest()
+    return raw[:MAX_VALUE_BYTES]
+
+
+def dead_letter_id(record: Record) -> str:
+    """The dead letter's key: the record's correlation ID, or, when it has none fit to be one (missing, or a
+    key of megabytes), an ID stable across re-deliveries of that record, so it can still be counted."""
+    cid = record.correlation_id
+    if cid and len(cid) <= MAX_KEY_CHARS:
+        return cid
+    return source_id(record.topic, record.partition, record.offset)
 
 
 def source_id(topic: str, partition: int, offset: int) -> str:

@@ -52,6 +52,17 @@ class Emit:
     """Only for changelogs, which must sit on the input's partition; otherwise the key decides."""
 
 
+def decode_key(key: bytes | None) -> str | None:
+    """A record key as text. Keys that are not UTF-8 (a Java LongSerializer's, say) are spelt in hex: decoding
+    them with replacement characters would give distinct keys, distinct tickets, one correlation ID."""
+    if key is None:
+        return None
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return "hex:" + key.hex()
+
+
 def decode_headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in raw or ():

@@ -45,11 +45,11 @@ from confluent_kafka.admin import AdminClient
 
 from streams import avro, metrics, tracing
 from streams.context import RecordContext, bind, reset
-from streams.dead_letter import dead_letter_headers, source_id
+from streams.dead_letter import dead_letter_headers, dead_letter_id, fit_value
 from streams.errors import ModelError, TriageError
 from streams.kafka_io import (KafkaFailure, base_config, consumer_config, encode_headers, producer_config, read_partition,
                               unread)
-from streams.records import CARRIED_HEADERS, Emit, Record, decode_headers
+from streams.records import CARRIED_HEADERS, Emit, Record, decode_headers, decode_key
 from streams.step import Step, StepContext
 from streams.topology import JOIN_STATE, TOPIC_SCHEMA, dlq_topic, group_id
 
@@ -680,10 +680,13 @@ class StepRunner:
         await self._handle(slot, record)
 
     def _record(self, msg: Message) -> Record:
-        key = msg.key()
-        return Record(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-                      key=key.decode("utf-8", errors="replace") if key is not None else None,
-                      raw=msg.value(), headers=decode_headers(msg.headers()), timestamp_ms=msg.timestamp()[1])
+        try:
+            headers = decode_headers(msg.headers())
+        except Exception as exc:  # noqa: BLE001 - a header name that is not UTF-8 makes headers() raise
+            log.warning("unreadable record headers; taken as none", extra={"fields": {"error": str(exc)}})
+            headers = {}
+        return Record(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=decode_key(msg.key()),
+                      raw=msg.value(), headers=headers, timestamp_ms=msg.timestamp()[1])
 
     async def _handle(self, slot: _Slot, record: Record) -> None:
         step = self.step.name
@@ -800,11 +803,11 @@ class StepRunner:
         self.stats.dead_lettered += 1
         metrics.DEAD_LETTERS.labels(self.step.name, reason).inc()
         log.warning("dead-lettered", extra={"fields": {"reason": reason, "error": error[:300]}})
-        # A record with no key still gets an identity, stable across re-deliveries, so it can be counted.
-        cid = record.correlation_id or source_id(record.topic, record.partition, record.offset)
+        cid = dead_letter_id(record)
         headers = dead_letter_headers(record, self.step.name, reason, error, attempts)
         headers["correlation_id"] = cid
-        return (dlq_topic(self.step.name), None, cid.encode(), record.raw, encode_headers(headers))
+        value = fit_value(record.raw, headers)
+        return (dlq_topic(self.step.name), None, cid.encode(), value, encode_headers(headers))
 
     async def _commit(self) -> None:
         epoch = self._epoch

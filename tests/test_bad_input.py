@@ -69,3 +69,58 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_flow(pipeline: Stack) -> Non
                 found.append(o)
     assert len(found) == 1, f"keyless ticket outcomes: {len(found)}"
     assert found[0].headers["correlation_id"]
+
+
+def test_inputs_too_big_to_pass_on_do_not_wedge_ingest(pipeline: Stack) -> None:
+    """Records that fit tickets.in but whose dead letter or whose headers would not fit a record (a value that
+    compresses to under the topic's limit, a key or a traceparent of megabytes), and keys that are not UTF-8:
+    each ends once, and the tickets behind them still flow. Before, each wedged ingest in a loop of refused
+    transactions, or two tickets shared one correlation ID."""
+    import hashlib
+
+    from confluent_kafka import Producer
+
+    from streams.dead_letter import MAX_VALUE_BYTES, source_id
+    from streams.kafka_io import base_config
+
+    delivered: dict[bytes, tuple[int, int]] = {}
+    p = Producer(base_config(pipeline.bootstrap, **{"message.max.bytes": 32 * 1024 * 1024,
+                                                    "compression.type": "lz4", "linger.ms": 5}))
+
+    def send(value: bytes, key: bytes, headers: dict[str, str] | None = None) -> None:
+        def on_delivery(err: object, msg: object) -> None:
+            assert err is None, err
+            delivered[key] = (msg.partition(), msg.offset())  # type: ignore[attr-defined]
+        p.produce("tickets.in", value=value, key=key, headers=headers or {}, on_delivery=on_delivery)
+
+    tag = uuid.uuid4().hex[:8]
+    ticket = json.dumps({"tenant_id": "acme", "subject": "Refund",
+                         "body": "I was charged twice for my subscription this month, please refund it."}).encode()
+    huge = json.dumps({"tenant_id": "acme", "subject": "big", "body": "x" * 20_000_000}).encode()
+    send(huge, f"huge-{tag}".encode())
+    send(ticket, f"fat-trace-{tag}".encode(), {"traceparent": "0" * 2_000_000})
+    long_key = (f"long-{tag}-" + "k" * 1_000_000).encode()
+    send(json.dumps({"tenant_id": "nobody", "body": "hello"}).encode(), long_key)
+    binary = [(int(tag, 16) * 1000 + n).to_bytes(8, "big") + b"\xff" for n in (128, 200)]
+    for k in binary:
+        send(ticket, k)
+    assert p.flush(60) == 0
+    after = pipeline.produce(sample_tickets(6), prefix=f"after-big-{tag}-")
+
+    long_cid = source_id("tickets.in", *delivered[long_key])
+    binary_cids = {"hex:" + k.hex() for k in binary}
+    wanted = {f"huge-{tag}", f"fat-trace-{tag}", long_cid, *binary_cids, *after}
+    outcomes = pipeline.outcomes(wanted, timeout=300)
+    assert {c: len(outcomes.get(c, [])) for c in wanted} == {c: 1 for c in wanted}
+
+    [dead] = outcomes[f"huge-{tag}"]
+    assert (dead.topic, dead.headers["dlq.reason"]) == (dlq_topic("ingest"), "OVERSIZED")
+    assert dead.headers["dlq.truncated_from"] == str(len(huge))
+    assert dead.headers["dlq.sha256"] == hashlib.sha256(huge).hexdigest()
+    assert dead.raw == huge[:MAX_VALUE_BYTES]
+    [traced] = outcomes[f"fat-trace-{tag}"]
+    assert traced.topic in (RESPONSES, ESCALATIONS) and len(traced.headers["traceparent"]) == 55
+    [unknown] = outcomes[long_cid]
+    assert (unknown.topic, unknown.headers["dlq.reason"]) == (dlq_topic("ingest"), "UNKNOWN_TENANT")
+    for cid in binary_cids | set(after):
+        assert outcomes[cid][0].topic in (RESPONSES, ESCALATIONS)
