@@ -87,7 +87,9 @@ class Ingest:
     async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
         raw = record.raw or b""
         settings = ctx.settings
-        if len(raw) > settings.max_body_chars * 4 + 4096:
+        # A cheap bound before parsing, loose enough for any text within the character limit: JSON may spell
+        # a character as a 12-byte surrogate pair escape (the exact limit is checked on the parsed body).
+        if len(raw) > settings.max_body_chars * 12 + 65536:
             raise Oversized(f"value of {len(raw)} bytes is over the ticket size limit")
         ctype = (record.headers.get("content-type") or "").split(";")[0].strip().lower()
         if ctype == "application/json" or (not ctype and raw[:1] in (b"{", b"[", b" ")):

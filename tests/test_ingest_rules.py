@@ -35,3 +35,22 @@ def test_unknown_fields_are_ignored_and_optional_ones_kept() -> None:
     t = _check(b'{"tenant_id": "acme", "body": "hello there", "expected": {"intent": "x"}, "channel": "web"}')
     assert t == {"tenant_id": "acme", "subject": "", "body": "hello there", "ticket_id": None,
                  "customer_id": None, "channel": "web"}
+
+
+async def test_text_within_the_character_limit_is_never_rejected_for_its_escaped_bytes() -> None:
+    """JSON may spell each character as a 6-byte escape (12 for a surrogate pair): the byte pre-check before
+    parsing must leave room for that, and the character limit decide."""
+    import json
+
+    from processors.ingest import Ingest
+    from streams import config
+    from streams.records import Record
+    from streams.step import StepContext
+
+    settings = config.load({"TRIAGE_TENANTS": "acme,globex"})
+    ctx = StepContext("ingest", settings, None, None)  # type: ignore[arg-type]
+    for body in ("\u53f0" * (settings.max_body_chars - 10), "\U0001f600" * (settings.max_body_chars // 2 - 10)):
+        raw = json.dumps({"tenant_id": "acme", "subject": "s", "body": body}).encode()  # ASCII, escaped
+        assert len(raw) > settings.max_body_chars * 4 + 4096  # what the old pre-check refused
+        [emit] = await Ingest().handle(Record("tickets.in", 0, 1, "k", raw, {}, 0), ctx)
+        assert emit.value["ticket"]["body"] == body
