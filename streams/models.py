@@ -324,7 +324,7 @@ class _Message:
         try:
             message = doc["choices"][0]["message"]
             content = message.get("content")
-            calls = [_ToolCall(str(c["id"]), _Function(str(c["function"]["name"]), c["function"].get("arguments") or ""))
+            calls = [_ToolCall(str(c["id"]), _Function(str(c["function"]["name"]), _arguments(c["function"])))
                      for c in message.get("tool_calls") or []]
             usage = doc.get("usage") or {}
             tokens = int(usage.get("total_tokens") or 0)
@@ -333,6 +333,17 @@ class _Message:
         if content is not None and not isinstance(content, str):
             raise InvalidModelOutput("returned a message whose content is not text")
         return cls(content, calls or None), tokens
+
+
+def _arguments(function: dict[str, Any]) -> str:
+    """A tool call's arguments as the JSON text the API specifies. Some compatible servers send the object
+    itself: taken as its JSON. Anything else is not a tool call."""
+    args = function.get("arguments")
+    if args is None or isinstance(args, str):
+        return args or ""
+    if isinstance(args, dict):
+        return json.dumps(args, ensure_ascii=False)
+    raise ValueError(f"tool arguments of type {type(args).__name__}")
 
 
 class Memo:

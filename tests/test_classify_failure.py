@@ -27,3 +27,4 @@ def test_an_undecodable_record_is_placed_by_its_headers_or_dead_lettered() -> No
     [emit] = classify.on_failure(_record(None, {"correlation_id": "c-2", "tenant_id": "globex"}), "INTERNAL", "x") or []
     assert (emit.value["correlation_id"], emit.value["tenant_id"]) == ("c-2", "globex")
     assert classify.on_failure(_record(None, {}), "INTERNAL", "no identity") is None
+
