@@ -48,7 +48,13 @@ class Loop:
     trail: list[str] = field(default_factory=list)
     calls: int = 0
     tokens: int = 0
+    tool_calls: int = 0
     _seen: list[tuple[str, frozenset[str]]] = field(default_factory=list)
+
+    def new_conversation(self) -> None:
+        """A retry, or the next model of the chain, starts the conversation over: making a search the failed
+        attempt made is not a loop. The cap and the budget still count the whole ticket's calls."""
+        self._seen.clear()
 
     def charge(self, calls: int, tokens: int) -> None:
         self.calls += calls
@@ -68,7 +74,8 @@ class Loop:
             if prev_name == name and (not union or len(words & prev) / len(union) >= self.guards.near_same):
                 raise self._trip("LOOP_REPEAT", f"{name} called again with the same arguments")
         self._seen.append((name, words))
-        if len(self._seen) > self.guards.max_tool_calls:
+        self.tool_calls += 1
+        if self.tool_calls > self.guards.max_tool_calls:
             raise self._trip("LOOP_CAP", f"more than {self.guards.max_tool_calls} tool calls")
 
     def _trip(self, code: str, message: str) -> GuardTripped:
@@ -86,6 +93,7 @@ Tool = Callable[[str], Awaitable[list[dict[str, Any]]]]
 async def run_loop(call: Call, search: Tool, messages: list[dict[str, Any]], loop: Loop) -> tuple[str, str]:
     """Drive the writer until it answers without a tool call. Returns (answer content, model)."""
     messages = list(messages)
+    loop.new_conversation()
     while True:
         loop.check_budget()
         message, model, calls, tokens = await call(messages)
