@@ -236,7 +236,9 @@ def dlq_show(ident: str = typer.Argument(..., help="A correlation ID, or topic/p
 @dlq_app.command("replay")
 def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters to replay."),
                reason: Optional[str] = typer.Option(None, "--reason", help="Only entries with this dlq.reason code."),
-               cid: Optional[str] = typer.Option(None, "--id", help="Only this correlation ID."),
+               cid: Optional[str] = typer.Option(None, "--id", help="Only this entry (its id, topic/partition/offset, as "
+                                                 "`triage dlq show` and the queue page show it) or every entry of this "
+                                                 "correlation ID (which two tenants may share: use the entry id)."),
                dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be replayed; send nothing.")) -> None:
     """Send dead letters back into the step that failed, as a new attempt. Each entry is replayed once, ever."""
     from rich.progress import Progress
@@ -247,7 +249,7 @@ def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters
     s = _settings()
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"replaying {step}", total=None)
-        report = dlq.replay(s.bootstrap, step, reason=reason, correlation_id=cid, dry_run=dry_run,
+        report = dlq.replay(s.bootstrap, step, reason=reason, ident=cid, dry_run=dry_run,
                             progress=lambda n, total: bar.update(task, completed=n, total=total))
     verb = "would replay" if dry_run else "replayed"
     out.print(f"{report.selected} selected, {verb} {len(report.ids) if dry_run else report.replayed}, "

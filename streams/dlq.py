@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from confluent_kafka import KafkaException, Producer
 
-from streams.client import Out, read
+from streams.client import Out, Reader, read
 from streams.kafka_io import KafkaFailure, producer_config
 from streams.topology import DLQ_REPLAYS, STEPS, dlq_topic
 
@@ -59,9 +59,18 @@ def scan(bootstrap: str, steps: Iterable[str] | None = None, *, idle: float = 1.
     return [DeadLetter(o) for o in read(bootstrap, topics, timeout=timeout, idle=idle)]
 
 
-def replayed_ids(bootstrap: str) -> dict[str, dict]:
-    return {o.key: json.loads(o.raw) for o in read(bootstrap, [DLQ_REPLAYS], timeout=120, idle=1.5)
-            if o.key and o.raw}
+def replayed_ids(bootstrap: str, timeout: float = 120) -> dict[str, dict]:
+    """The replay ledger, read to its end; KafkaFailure if it cannot be read that far, since every entry
+    missing from a partial read would be replayed again."""
+    reader = Reader(bootstrap, [DLQ_REPLAYS])
+    try:
+        done = {o.key: json.loads(o.raw) for o in reader.records(timeout=timeout, idle=1.5) if o.key and o.raw}
+        if not reader.read_to_end():
+            raise KafkaFailure(f"the replay ledger {DLQ_REPLAYS} could not be read to its end in {timeout:.0f} s",
+                               abortable=False, fatal=False, retriable=True)
+        return done
+    finally:
+        reader.close()
 
 
 def summary(letters: Iterable[DeadLetter], replayed: dict[str, dict] | None = None) -> dict[str, dict[str, dict[str, int]]]:
@@ -88,19 +97,24 @@ class ReplayReport:
     ids: tuple[str, ...]
 
 
-def replay(bootstrap: str, step: str, *, reason: str | None = None, correlation_id: str | None = None,
+def replay(bootstrap: str, step: str, *, reason: str | None = None, ident: str | None = None,
            dry_run: bool = False, progress: Callable[[int, int], None] | None = None) -> ReplayReport:
-    """Replay the selected dead letters of ``step`` into the step that failed, each once ever."""
+    """Replay the selected dead letters of ``step`` into the step that failed, each once ever. ``ident`` is an
+    entry id (``topic/partition/offset``: that entry only) or a correlation ID (every entry of it)."""
     letters = [d for d in scan(bootstrap, [step])
-               if (reason is None or d.reason == reason) and (correlation_id is None or d.correlation_id == correlation_id)]
-    done = replayed_ids(bootstrap)
-    todo = [d for d in letters if d.id not in done]
-    if dry_run or not todo:
+               if (reason is None or d.reason == reason) and (ident is None or ident in (d.id, d.correlation_id))]
+    if dry_run:
+        done = replayed_ids(bootstrap)
+        todo = [d for d in letters if d.id not in done]
         return ReplayReport(len(letters), 0, len(letters) - len(todo), tuple(d.id for d in todo))
-    # One transactional id per step: a second replay of the same step running at once fences the first.
+    # One transactional id per step: a replay of the same step running at once is fenced (its open
+    # transaction aborted) before the ledger is read, so what it committed is in the ledger and nothing of it
+    # is sent twice.
     p = Producer(producer_config(bootstrap, f"triage.replay.{step}"))
     try:
         p.init_transactions(60)
+        done = replayed_ids(bootstrap)
+        todo = [d for d in letters if d.id not in done]
         sent = 0
         for i in range(0, len(todo), BATCH):
             batch = todo[i:i + BATCH]

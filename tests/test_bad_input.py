@@ -124,3 +124,27 @@ def test_inputs_too_big_to_pass_on_do_not_wedge_ingest(pipeline: Stack) -> None:
     assert (unknown.topic, unknown.headers["dlq.reason"]) == (dlq_topic("ingest"), "UNKNOWN_TENANT")
     for cid in binary_cids | set(after):
         assert outcomes[cid][0].topic in (RESPONSES, ESCALATIONS)
+
+
+def test_a_replay_by_entry_id_sends_that_entry_only(pipeline: Stack) -> None:
+    """Two dead letters share a correlation ID (two tenants may use the same one): replaying one entry by its
+    id sends that entry alone; by the correlation ID, the rest, each once ever."""
+    from streams import dlq
+
+    cid = f"twin-{uuid.uuid4().hex[:8]}"
+    p = TicketProducer(pipeline.bootstrap)
+    for n in (1, 2):
+        p.send_raw(f'{{"tenant_id": "acme", "body": "cut short {n}'.encode(), cid, {"content-type": "application/json"})
+    p.flush()
+    twins = pipeline.outcomes({cid}, timeout=120, settle=3)[cid]
+    assert [o.headers["dlq.reason"] for o in twins] == ["MALFORMED", "MALFORMED"]
+    first, second = (f"{o.topic}/{o.partition}/{o.offset}" for o in twins)
+
+    one = dlq.replay(pipeline.bootstrap, "ingest", ident=first)
+    assert (one.selected, one.replayed, one.ids) == (1, 1, (first,))
+    again = dlq.replay(pipeline.bootstrap, "ingest", ident=first)
+    assert (again.selected, again.replayed, again.already) == (1, 0, 1)
+    # By the correlation ID: the twin, and whatever the replayed entry's new attempt left (it is still
+    # malformed), but never the entry already replayed.
+    rest = dlq.replay(pipeline.bootstrap, "ingest", ident=cid, dry_run=True)
+    assert second in rest.ids and first not in rest.ids and rest.already == 1

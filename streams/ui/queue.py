@@ -64,10 +64,6 @@ class AlreadyResolved(QueueError):
     status = 409
 
 
-class Ambiguous(QueueError):
-    status = 409
-
-
 @dataclass(frozen=True)
 class Entry:
     """One record of the queue: an escalation or a dead letter, with what the list shows of it."""
@@ -332,13 +328,6 @@ class QueueIndex:
         with self._lock:
             return self._replays.get(entry.id)
 
-    def foreign_twins(self, entry: Entry, tenant: str) -> list[Entry]:
-        """Unreplayed dead letters of the same step and correlation ID that are not the tenant's (a replay by
-        correlation ID would send them too)."""
-        with self._lock:
-            return [e for e in self._entries.values() if e.topic == entry.topic and e.tenant != tenant
-                    and e.correlation_id == entry.correlation_id and e.id not in self._replays]
-
     def note_resolution(self, key: str, info: dict[str, Any]) -> None:
         with self._lock:
             self._resolutions[key] = info
@@ -475,12 +464,10 @@ class Resolver:
             raise NotReplayable("this dead letter has no correlation ID; replay it with `triage dlq replay`")
         if not entry.source_topic:
             raise NotReplayable("this dead letter has no dlq.source header; there is nowhere to replay it")
-        if self.index.foreign_twins(entry, tenant):
-            raise Ambiguous("another tenant has a dead letter with this correlation ID in this step; "
-                            "replay by entry id with `triage dlq replay` instead")
         step = entry.replay_step
         with self._lock(self._step_locks, step):
-            report = dlq.replay(self.bootstrap, step, correlation_id=entry.correlation_id)
+            # By entry id: exactly this entry, never another tenant's that shares its correlation ID.
+            report = dlq.replay(self.bootstrap, step, ident=entry.id)
         info = {"ts": str(int(time.time() * 1000)), "correlation_id": entry.correlation_id, "by": "ui"}
         self.index.note_replays(report.ids, info)
         if entry.id not in report.ids and report.already and self.index.replay_of(entry) is None:
