@@ -150,7 +150,7 @@ class Reader:
         try:
             md = self.consumer.list_topics(timeout=10)
             self._tps = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
-            ends = {(tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, timeout=10) for tp in self._tps}
+            ends = {(tp.topic, tp.partition): _watermarks(self.consumer, tp) for tp in self._tps}
             # Where each partition ended (read_committed: its last stable offset) when the read began.
             self._ends = ends if from_beginning else {}
             # The next offset to read in each partition, as far as this reader knows. A consumer's position() is
@@ -193,6 +193,10 @@ class Reader:
                 if behind(self.consumer, self._positions()):
                     self._replace()
 
+    def read_to_end(self) -> bool:
+        """Whether every partition has been read up to where it ended when the read began (from the beginning)."""
+        return _reached(self._positions(), self._ends)
+
     def _positions(self, ask: bool = True) -> list[TopicPartition]:
         """Each partition's next offset: the consumer's position where it has one (it steps past commit markers
         and aborted records), else the offset after the last record handed out, else the start."""
@@ -214,6 +218,19 @@ class Reader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _watermarks(c: Consumer, tp: TopicPartition, patience: float = 30.0) -> tuple[int, int]:
+    """(low, end) of ``tp``. A topic just created has no leader for a moment (NOT_LEADER_FOR_PARTITION): asked
+    again until ``patience`` runs out."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return c.get_watermark_offsets(tp, timeout=10)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _reached(positions: list[TopicPartition], ends: dict[tuple[str, int], tuple[int, int]]) -> bool:
