@@ -100,10 +100,12 @@ class Classify:
     async def _observe(self, ctx: StepContext, result: Any, primary: str) -> DriftState | None:
         """Watch the primary model only: that is the one whose drift must not reach the generator."""
         monitor = self._drift(ctx)
-        if monitor is None or result.model != primary or result.memo_hit:
+        if monitor is None or result.model != primary:
             return None
         label, conf = result.value
         try:
+            if result.memo_hit:
+                return await monitor.last_verdict()  # observed when it was first answered
             return await monitor.observe(label, conf)
         except StateError:
             return None  # Redis down: no drift verdict, the label still counts

@@ -127,6 +127,21 @@ class DriftMonitor:
         metrics.DRIFT_TRIPPED.labels(self.classifier).set(int(tripped))
         return DriftState(self.classifier, score, tripped, seen, ready)
 
+    async def last_verdict(self) -> DriftState | None:
+        """The verdict published last, by any replica, without observing; None before the first. For a result
+        observed once already (a memo hit, when a record is handled again after a crash or an abort): observing
+        it again would count it twice, and skipping the check would pass a drifted label on."""
+        try:
+            raw = await self._r.hgetall(self._state_key)
+        except RedisError as exc:
+            raise StateError(f"drift state read failed: {exc}") from exc
+        if not raw:
+            return None
+        d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+        return DriftState(self.classifier, float(d.get("score", 0)), d.get("tripped") == "1", int(d.get("seen", 0)),
+                          True)
+
     async def _publish(self, score: float, tripped: bool, seen: int) -> None:
         try:
             await self._r.hset(self._state_key, mapping={"score": f"{score:.4f}", "tripped": int(tripped),
