@@ -52,7 +52,10 @@ class Join:
                     table.pop(key.decode(), None)
                 else:
                     entry = json.loads(value)
-                    # The timeout is the join's patience with live classifiers; a restart must not spend it.
+                    # The timeout is the join's patience with live classifiers; a restart must not spend it. The
+                    # hard timeout still counts from the ticket's arrival: restores come with every rebalance
+                    # and every aborted transaction, and restarting it each time could put it off for good.
+                    entry.setdefault("first_ms", entry.get("seen_ms", 0))
                     entry["seen_ms"] = int(time.time() * 1000)
                     table[key.decode()] = entry
             self._state[p] = table
@@ -103,7 +106,7 @@ class Join:
                     if now_ms - entry["done_ms"] > DONE_RETENTION_MS:
                         del table[skey]
                         out.append(Emit(JOIN_STATE, None, key=skey, partition=p))
-                elif entry["case"] is not None and self._given_up(p, entry, age):
+                elif entry["case"] is not None and self._given_up(p, entry, now_ms):
                     out.extend(self._complete(p, skey, entry, now_ms, timed_out=True))
                 elif entry["case"] is None and age > ORPHAN_MS:
                     log.warning("classifications without a ticket dropped", extra={"fields": {"key": skey}})
@@ -112,19 +115,19 @@ class Join:
         return out
 
     # ---- helpers ---------------------------------------------------------------------------------------
-    def _given_up(self, partition: int, entry: dict[str, Any], age: int) -> bool:
+    def _given_up(self, partition: int, entry: dict[str, Any], now_ms: int) -> bool:
         """Whether to stop waiting for the classifiers an entry still misses.
 
         A classifier that merely lags (a backlog, a restart) must not cost a ticket its labels, so the
         timeout counts against the classifier's own progress: it has given up on this ticket once it has
         delivered results for tickets that reached the join ``timeout`` later than this one. A classifier
-        that delivers nothing at all is given up on after ``hard_timeout``.
+        that delivers nothing at all is given up on ``hard_timeout`` after the ticket first arrived.
         """
-        if age > self.hard_timeout_ms:
+        seen = entry.get("seen_ms", now_ms)
+        if now_ms - entry.get("first_ms", seen) > self.hard_timeout_ms:
             return True
-        if age <= self.timeout_ms:
+        if now_ms - seen <= self.timeout_ms:
             return False
-        seen = entry.get("seen_ms", 0)
         missing = [c for c in CLASSIFIERS if c not in entry["results"]]
         return all(self._progress.get((partition, c), 0) > seen + self.timeout_ms for c in missing)
 
