@@ -20,6 +20,8 @@ kb_app = typer.Typer(help="Tenants' knowledge bases in Redis.", no_args_is_help=
 app.add_typer(kb_app, name="kb")
 dlq_app = typer.Typer(help="Dead-letter topics: the human queue. List, show, replay after a fix.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+drift_app = typer.Typer(help="The classifiers' drift monitors (their state is in `triage status`).", no_args_is_help=True)
+app.add_typer(drift_app, name="drift")
 err = Console(stderr=True)
 out = Console()
 
@@ -257,6 +259,35 @@ def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters
     if dry_run:
         for i in report.ids:
             print(i)
+
+
+@drift_app.command("reset")
+def drift_reset(classifiers: Optional[list[str]] = typer.Argument(None, help="Classifiers to reset (default: all).")) -> None:
+    """Forget the baseline of drift monitors, so they learn it again from the next results: for a change that is
+    the new normal (a model upgraded, a tenant with another mix of languages), which keeps a monitor tripped."""
+    import asyncio
+
+    from streams.drift import reset
+    from streams.tenant_state import connect
+    from streams.topology import CLASSIFIERS
+
+    chosen = list(classifiers or CLASSIFIERS)
+    unknown = [c for c in chosen if c not in CLASSIFIERS]
+    if unknown:
+        _fail(f"unknown classifier {', '.join(unknown)}; classifiers: {', '.join(CLASSIFIERS)}", 2)
+
+    async def run() -> dict[str, int]:
+        r = connect(_settings().redis_url)
+        try:
+            return {c: await reset(r, c) for c in chosen}
+        finally:
+            await r.aclose()
+    try:
+        done = asyncio.run(run())
+    except Exception as exc:  # noqa: BLE001 - Redis away: say so, do not print a traceback
+        _fail(f"redis unavailable: {exc}")
+    for c, n in done.items():
+        out.print(f"{c}: baseline forgotten ({n} keys); it is learnt again from the next results")
 
 
 @app.command()

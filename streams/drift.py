@@ -157,3 +157,11 @@ async def read_states(client: aioredis.Redis, classifiers: list[str]) -> dict[st
         raw = await client.hgetall(f"triage:drift:{c}:state")
         out[c] = {k.decode(): v.decode() for k, v in raw.items()}
     return out
+
+
+async def reset(client: aioredis.Redis, classifier: str) -> int:
+    """Forget a classifier's baseline, window and verdict: the monitor learns its reference again from the next
+    results. For a change that is the new normal (a model upgraded, a tenant onboarded with another mix of
+    languages), which would otherwise hold the monitor tripped for good. Returns the keys deleted."""
+    keys = [k async for k in client.scan_iter(f"triage:drift:{classifier}:*", count=100)]
+    return int(await client.delete(*keys)) if keys else 0

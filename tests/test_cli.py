@@ -12,7 +12,7 @@ from streams.topology import STEPS
 
 COMMANDS = [[], ["up"], ["supervise"], ["scale"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["status"], ["kb"],
             ["kb", "load"], ["dlq"], ["dlq", "list"],
-            ["dlq", "show"], ["dlq", "replay"], ["trace"], ["ui"]]
+            ["dlq", "show"], ["dlq", "replay"], ["drift"], ["drift", "reset"], ["trace"], ["ui"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "triage")
@@ -43,3 +43,9 @@ def test_produce_missing_file() -> None:
 def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "streams.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "triage" in out.stdout
+
+
+def test_drift_reset_refuses_an_unknown_classifier() -> None:
+    result = CliRunner().invoke(app, ["drift", "reset", "mood"])
+    assert result.exit_code == 2
+    assert "unknown classifier" in result.output
