@@ -19,13 +19,19 @@ MAX_ERROR_CHARS = 2000
 # would be refused by the client, and the transaction carrying it aborted and replayed, forever.
 MAX_VALUE_BYTES = 8 * 1024 * 1024 - 256 * 1024
 MAX_HEADER_CHARS = 1024  # per copied header: a traceparent is 55, a correlation ID at most 200
+MAX_COPIED_HEADER_CHARS = 64 * 1024  # all copied headers together, well inside the value's margin above
 MAX_KEY_CHARS = 200
 
 
 def dead_letter_headers(record: Record, step: str, reason: str, error: str, attempts: int) -> dict[str, str]:
-    # The input's own headers go along (a replay carries them back), except any too big to fit a record.
-    headers = {k: v for k, v in record.headers.items()
-               if not k.startswith("dlq.") and len(k) <= MAX_HEADER_CHARS and len(v) <= MAX_HEADER_CHARS}
+    # The input's own headers go along (a replay carries them back), but no more of them than fits a record.
+    headers: dict[str, str] = {}
+    room = MAX_COPIED_HEADER_CHARS
+    for k, v in record.headers.items():
+        if k.startswith("dlq.") or len(k) > MAX_HEADER_CHARS or len(v) > MAX_HEADER_CHARS or len(k) + len(v) > room:
+            continue
+        headers[k] = v
+        room -= len(k) + len(v)
     dropped = sorted(k for k in record.headers if not k.startswith("dlq.") and k not in headers)
     if dropped:
         headers["dlq.dropped_headers"] = ",".join(k[:64] for k in dropped)[:MAX_HEADER_CHARS]
