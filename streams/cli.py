@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from streams import config
+from streams.kafka_io import KafkaFailure
 from streams.services import ServiceError
 from streams.topology import STEPS, all_topics
 
@@ -211,7 +212,10 @@ def dlq_list(step: Optional[str] = typer.Argument(None, help="Only this step's D
     s = _settings()
     if step is not None and step not in STEPS:
         _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
-    table = dlq.summary(dlq.scan(s.bootstrap, [step] if step else None), dlq.replayed_ids(s.bootstrap))
+    try:
+        table = dlq.summary(dlq.scan(s.bootstrap, [step] if step else None), dlq.replayed_ids(s.bootstrap))
+    except KafkaFailure as exc:
+        _fail(str(exc))
     if as_json:
         print(json.dumps(table, indent=2))
         return
@@ -251,11 +255,18 @@ def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters
     s = _settings()
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"replaying {step}", total=None)
-        report = dlq.replay(s.bootstrap, step, reason=reason, ident=cid, dry_run=dry_run,
-                            progress=lambda n, total: bar.update(task, completed=n, total=total))
+        by_entry = cid is not None and dlq.is_entry_id(cid)
+        try:
+            report = dlq.replay(s.bootstrap, step, reason=reason, entry_id=cid if by_entry else None,
+                                correlation_id=None if by_entry else cid, dry_run=dry_run,
+                                progress=lambda n, total: bar.update(task, completed=n, total=total))
+        except KafkaFailure as exc:
+            _fail(f"nothing replayed: {exc}")
     verb = "would replay" if dry_run else "replayed"
     out.print(f"{report.selected} selected, {verb} {len(report.ids) if dry_run else report.replayed}, "
-              f"{report.already} already replayed before")
+              f"{report.already} already replayed before"
+              + (f", {report.truncated} kept only in part (too big; the whole record is at its dlq.source)"
+                 if report.truncated else ""))
     if dry_run:
         for i in report.ids:
             print(i)

@@ -8,6 +8,7 @@ records, so running the same replay twice sends nothing the second time, even af
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -95,26 +96,45 @@ class ReplayReport:
     replayed: int
     already: int
     ids: tuple[str, ...]
+    truncated: int = 0
+    """Selected entries not replayed because their dead letter keeps only a prefix of the record (it was too
+    big to write whole): the whole record is at its ``dlq.source``."""
 
 
-def replay(bootstrap: str, step: str, *, reason: str | None = None, ident: str | None = None,
-           dry_run: bool = False, progress: Callable[[int, int], None] | None = None) -> ReplayReport:
-    """Replay the selected dead letters of ``step`` into the step that failed, each once ever. ``ident`` is an
-    entry id (``topic/partition/offset``: that entry only) or a correlation ID (every entry of it)."""
+def is_entry_id(ident: str) -> bool:
+    """Whether ``ident`` is written as a dead letter's id, ``tickets.dlq.<step>/<partition>/<offset>``."""
+    return bool(_ENTRY_ID.fullmatch(ident))
+
+
+_ENTRY_ID = re.compile(r"tickets\.dlq\.[\w.-]+/\d+/\d+")
+
+
+def replay(bootstrap: str, step: str, *, reason: str | None = None, correlation_id: str | None = None,
+           entry_id: str | None = None, dry_run: bool = False,
+           progress: Callable[[int, int], None] | None = None) -> ReplayReport:
+    """Replay the selected dead letters of ``step`` into the step that failed, each once ever: those with
+    ``reason``, of ``correlation_id`` (which two tenants may share), or the one entry ``entry_id``."""
     letters = [d for d in scan(bootstrap, [step])
-               if (reason is None or d.reason == reason) and (ident is None or ident in (d.id, d.correlation_id))]
-    if dry_run:
-        done = replayed_ids(bootstrap)
-        todo = [d for d in letters if d.id not in done]
-        return ReplayReport(len(letters), 0, len(letters) - len(todo), tuple(d.id for d in todo))
+               if (reason is None or d.reason == reason)
+               and (correlation_id is None or d.correlation_id == correlation_id)
+               and (entry_id is None or d.id == entry_id)]
+    whole = [d for d in letters if "dlq.truncated_from" not in d.out.headers]
+    truncated = len(letters) - len(whole)
+
+    def report(todo: list[DeadLetter], replayed: int) -> ReplayReport:
+        return ReplayReport(len(letters), replayed, len(whole) - len(todo), tuple(d.id for d in todo), truncated)
+
+    todo = [d for d in whole if d.id not in replayed_ids(bootstrap)]
+    if dry_run or not todo:
+        return report(todo, 0)
     # One transactional id per step: a replay of the same step running at once is fenced (its open
-    # transaction aborted) before the ledger is read, so what it committed is in the ledger and nothing of it
-    # is sent twice.
+    # transaction aborted) before the ledger is read again, so what it committed is in the ledger and nothing
+    # of it is sent twice. (Read first without fencing: a replay with nothing to send must not stop another.)
     p = Producer(producer_config(bootstrap, f"triage.replay.{step}"))
     try:
         p.init_transactions(60)
         done = replayed_ids(bootstrap)
-        todo = [d for d in letters if d.id not in done]
+        todo = [d for d in whole if d.id not in done]
         sent = 0
         for i in range(0, len(todo), BATCH):
             batch = todo[i:i + BATCH]
@@ -131,7 +151,7 @@ def replay(bootstrap: str, step: str, *, reason: str | None = None, ident: str |
                 progress(sent, len(todo))
     finally:
         p.flush(10)
-    return ReplayReport(len(letters), len(todo), len(letters) - len(todo), tuple(d.id for d in todo))
+    return report(todo, len(todo))
 
 
 def _send(p: Producer, d: DeadLetter) -> None:

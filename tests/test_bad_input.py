@@ -118,6 +118,9 @@ def test_inputs_too_big_to_pass_on_do_not_wedge_ingest(pipeline: Stack) -> None:
     assert dead.headers["dlq.truncated_from"] == str(len(huge))
     assert dead.headers["dlq.sha256"] == hashlib.sha256(huge).hexdigest()
     assert dead.raw == huge[:MAX_VALUE_BYTES]
+    from streams import dlq
+    kept_in_part = dlq.replay(pipeline.bootstrap, "ingest", correlation_id=f"huge-{tag}", dry_run=True)
+    assert (kept_in_part.selected, kept_in_part.truncated, kept_in_part.ids) == (1, 1, ()), "a prefix is no ticket"
     [traced] = outcomes[f"fat-trace-{tag}"]
     assert traced.topic in (RESPONSES, ESCALATIONS) and len(traced.headers["traceparent"]) == 55
     [unknown] = outcomes[long_cid]
@@ -140,11 +143,11 @@ def test_a_replay_by_entry_id_sends_that_entry_only(pipeline: Stack) -> None:
     assert [o.headers["dlq.reason"] for o in twins] == ["MALFORMED", "MALFORMED"]
     first, second = (f"{o.topic}/{o.partition}/{o.offset}" for o in twins)
 
-    one = dlq.replay(pipeline.bootstrap, "ingest", ident=first)
+    one = dlq.replay(pipeline.bootstrap, "ingest", entry_id=first)
     assert (one.selected, one.replayed, one.ids) == (1, 1, (first,))
-    again = dlq.replay(pipeline.bootstrap, "ingest", ident=first)
+    again = dlq.replay(pipeline.bootstrap, "ingest", entry_id=first)
     assert (again.selected, again.replayed, again.already) == (1, 0, 1)
     # By the correlation ID: the twin, and whatever the replayed entry's new attempt left (it is still
     # malformed), but never the entry already replayed.
-    rest = dlq.replay(pipeline.bootstrap, "ingest", ident=cid, dry_run=True)
+    rest = dlq.replay(pipeline.bootstrap, "ingest", correlation_id=cid, dry_run=True)
     assert second in rest.ids and first not in rest.ids and rest.already == 1

@@ -467,7 +467,7 @@ class Resolver:
         step = entry.replay_step
         with self._lock(self._step_locks, step):
             # By entry id: exactly this entry, never another tenant's that shares its correlation ID.
-            report = dlq.replay(self.bootstrap, step, ident=entry.id)
+            report = dlq.replay(self.bootstrap, step, entry_id=entry.id)
         info = {"ts": str(int(time.time() * 1000)), "correlation_id": entry.correlation_id, "by": "ui"}
         self.index.note_replays(report.ids, info)
         if entry.id not in report.ids and report.already and self.index.replay_of(entry) is None:
