@@ -23,6 +23,8 @@ from streams.topology import IN, VALID
 
 _OPTIONAL = ("ticket_id", "customer_id", "channel")
 MAX_KEY_CHARS = 200
+MAX_SUBJECT_CHARS = 1000
+MAX_FIELD_CHARS = 200  # ticket_id, customer_id, channel
 
 
 def parse_json_ticket(raw: bytes) -> dict[str, Any]:
@@ -58,6 +60,10 @@ def validate(doc: dict[str, Any], *, tenants: tuple[str, ...], max_body_chars: i
     body = doc["body"]
     if len(body) > max_body_chars:
         raise Oversized(f"body has {len(body)} characters; the limit is {max_body_chars}")
+    # Every field that reaches a prompt is bounded: the subject goes into every model call of the ticket.
+    for name, limit in (("subject", MAX_SUBJECT_CHARS), *((n, MAX_FIELD_CHARS) for n in _OPTIONAL)):
+        if len(doc.get(name) or "") > limit:
+            raise Oversized(f"{name} has {len(doc[name])} characters; the limit is {limit}")
     if not body.strip():
         raise SchemaInvalid("body is blank")
     if doc["tenant_id"] not in tenants:

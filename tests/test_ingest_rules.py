@@ -23,6 +23,8 @@ def _check(raw: bytes) -> dict:
     (b'[1, 2]', "SCHEMA_INVALID"),
     (b'{"tenant_id": "initech", "body": "Please refund"}', "UNKNOWN_TENANT"),
     (('{"tenant_id": "acme", "body": "%s"}' % ("x" * 20_001)).encode(), "OVERSIZED"),
+    (('{"tenant_id": "acme", "subject": "%s", "body": "x"}' % ("s" * 1_001)).encode(), "OVERSIZED"),
+    (('{"tenant_id": "acme", "ticket_id": "%s", "body": "x"}' % ("t" * 201)).encode(), "OVERSIZED"),
 ])
 def test_reasons(raw: bytes, code: str) -> None:
     with pytest.raises(TriageError) as info:
