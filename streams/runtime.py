@@ -185,8 +185,8 @@ class StepRunner:
         self._next_query = 0.0
         self._unassigned_since: float | None = None
         self._group_seen: dict[tuple[str, int], int] | None = None
-        self._admin: AdminClient | None = None  # made on the first look at the group, then kept
         """The group's committed offsets at the last look while this runner had no partitions."""
+        self._admin: AdminClient | None = None  # made on the first look at the group, then kept
         self._watch_busy: tuple[int, int, int] = (0, 0, 0)
         self._broken: asyncio.Future[BaseException] | None = None
         """Resolved with the committer's error when it fails: ends every Kafka wait of the loop at once. Without
