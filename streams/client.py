@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from streams import avro
 from streams.kafka_io import base_config, producer_config, unread
-from streams.records import decode_headers, decode_key
+from streams.records import decode_key, message_headers
 from streams.topology import IN, TOPIC_SCHEMA, terminal_topics
 
 log = logging.getLogger("triage.client")
@@ -181,11 +181,7 @@ class Reader:
                     continue
                 last = time.monotonic()
                 self._next[(m.topic(), m.partition())] = m.offset() + 1
-                try:
-                    headers = decode_headers(m.headers())
-                except Exception:  # noqa: BLE001 - a header name that is not UTF-8 makes headers() raise
-                    headers = {}
-                out = Out(m.topic(), m.partition(), m.offset(), decode_key(m.key()), headers, m.value(),
+                out = Out(m.topic(), m.partition(), m.offset(), decode_key(m.key()), message_headers(m), m.value(),
                           m.timestamp()[1])
                 yield out
                 n += 1

@@ -1,8 +1,11 @@
 """What a step receives and returns. Steps see decoded values and headers, never a consumer or Avro."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+log = logging.getLogger("triage.records")
 
 # Headers every record carries from the first step to its terminal topic.
 CARRIED_HEADERS = ("correlation_id", "tenant_id", "attempt", "traceparent", "hops")
@@ -61,6 +64,17 @@ def decode_key(key: bytes | None) -> str | None:
         return key.decode("utf-8")
     except UnicodeDecodeError:
         return "hex:" + key.hex()
+
+
+def message_headers(msg: Any) -> dict[str, str]:
+    """A consumed message's headers as text; none when they cannot be read (a header name that is not UTF-8
+    makes confluent-kafka's headers() raise), so one odd record cannot stop the loop that reads it."""
+    try:
+        return decode_headers(msg.headers())
+    except Exception:  # noqa: BLE001 - see above
+        log.warning("unreadable record headers; taken as none", extra={"fields": {
+            "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}})
+        return {}
 
 
 def decode_headers(raw: list[tuple[str, bytes | None]] | None) -> dict[str, str]:

@@ -49,7 +49,7 @@ from streams.dead_letter import dead_letter_headers, dead_letter_id, fit_value
 from streams.errors import ModelError, TriageError
 from streams.kafka_io import (KafkaFailure, base_config, consumer_config, encode_headers, producer_config, read_partition,
                               unread)
-from streams.records import CARRIED_HEADERS, Emit, Record, decode_headers, decode_key
+from streams.records import CARRIED_HEADERS, Emit, Record, decode_key, message_headers
 from streams.step import Step, StepContext
 from streams.topology import JOIN_STATE, TOPIC_SCHEMA, dlq_topic, group_id
 
@@ -682,13 +682,8 @@ class StepRunner:
         await self._handle(slot, record)
 
     def _record(self, msg: Message) -> Record:
-        try:
-            headers = decode_headers(msg.headers())
-        except Exception as exc:  # noqa: BLE001 - a header name that is not UTF-8 makes headers() raise
-            log.warning("unreadable record headers; taken as none", extra={"fields": {"error": str(exc)}})
-            headers = {}
         return Record(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(), key=decode_key(msg.key()),
-                      raw=msg.value(), headers=headers, timestamp_ms=msg.timestamp()[1])
+                      raw=msg.value(), headers=message_headers(msg), timestamp_ms=msg.timestamp()[1])
 
     async def _handle(self, slot: _Slot, record: Record) -> None:
         step = self.step.name

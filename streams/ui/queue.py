@@ -34,7 +34,7 @@ from processors.case import evolve, new_case
 from streams import avro, dlq
 from streams.client import behind, decode_value
 from streams.kafka_io import KafkaFailure, base_config, encode_headers, producer_config
-from streams.records import CARRIED_HEADERS, decode_headers
+from streams.records import CARRIED_HEADERS, decode_key, message_headers
 from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, RESPONSES, STEPS, TOPIC_SCHEMA, dlq_topic
 
 log = logging.getLogger("triage.ui")
@@ -259,8 +259,8 @@ class QueueIndex:
                         else:
                             log.debug("queue index: %s", err)
                         continue
-                    self._add(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(),
-                              decode_headers(m.headers()), m.value())
+                    self._add(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), message_headers(m),
+                              m.value())
                 if not awaiting_eof and not self._ready.is_set():
                     self._ready.set()
                 if time.monotonic() >= next_refresh:
@@ -279,7 +279,7 @@ class QueueIndex:
 
     def _add(self, topic: str, partition: int, offset: int, ts: int, key: bytes | None,
              headers: dict[str, str], raw: bytes | None) -> None:
-        k = key.decode("utf-8", "replace") if key else None
+        k = decode_key(key) or None
         if topic in (RESOLUTIONS, DLQ_REPLAYS):
             table = self._resolutions if topic == RESOLUTIONS else self._replays
             if not k:
