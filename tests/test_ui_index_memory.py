@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 from streams.client import RecordReader, read_record
 from streams.kafka_io import producer_config
 from streams.topology import dlq_topic
-from streams.ui.app import MAX_PAGE, PAGE
+from streams.ui.app import INDEX, MAX_PAGE, PAGE
 from streams.ui.queue import QueueIndex
 from tests.harness import Stack
 from tests.test_ui import TOKENS, UiServer, bearer, login, wait_for
@@ -76,6 +76,13 @@ def retained() -> int:
 
 def test_the_index_keeps_no_record_bytes_and_opening_reads_by_offset(services: Stack) -> None:
     index = QueueIndex(services.bootstrap, refresh_s=0.5).start()
+    try:
+        measure_and_open(services, index)
+    finally:
+        index.close()
+
+
+def measure_and_open(services: Stack, index: QueueIndex) -> None:
     tracemalloc.start()
     try:
         assert index.wait_ready(60)
@@ -104,19 +111,16 @@ def test_the_index_keeps_no_record_bytes_and_opening_reads_by_offset(services: S
     finally:
         tracemalloc.stop()
 
-    try:
-        # Opening one reads its record by topic/partition/offset: the whole body, the full headers.
-        cid, ident = written[3]
-        e = index.get("acme", ident)
-        assert e is not None and e.correlation_id == cid
-        opened = index.open(e)
-        assert opened.opened and len(opened.raw or b"") > BIG
-        assert opened.value()["body"] == "3" * BIG and opened.subject == "big 3"
-        assert opened.headers["dlq.error"] == "too big"
-        assert index.get("acme", ident).raw is None  # opening does not put the bytes into the index
-        assert index.get("globex", ident) is None
-    finally:
-        index.close()
+    # Opening one reads its record by topic/partition/offset: the whole body, the full headers.
+    cid, ident = written[3]
+    e = index.get("acme", ident)
+    assert e is not None and e.correlation_id == cid
+    opened = index.open(e)
+    assert opened.opened and len(opened.raw or b"") > BIG
+    assert opened.value()["body"] == "3" * BIG and opened.subject == "big 3"
+    assert opened.headers["dlq.error"] == "too big"
+    assert index.get("acme", ident).raw is None  # opening does not put the bytes into the index
+    assert index.get("globex", ident) is None
 
 
 def test_read_one_record_at_an_offset(services: Stack) -> None:
@@ -201,3 +205,24 @@ async def test_opening_a_ticket_reads_its_record(ui: UiServer, services: Stack) 
     async with await login(ui, "acme") as s:
         html = await (await s.get("/ticket/" + ident)).text()
         assert "é" * 1000 in html and cid in html
+
+
+async def test_an_entry_whose_record_is_gone_is_a_410(ui: UiServer, services: Stack) -> None:
+    """Retention deleted the record the index listed (here: delete_records): opening it says so, and it
+    leaves the list; nothing of it was kept to show instead."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    (cid, ident), = dead_letters(services.bootstrap, "acme", ["soon gone"], "gone")
+    index = ui.app[INDEX]
+    wait_for(lambda: index.get("acme", ident), timeout=60, what="the dead letter listed")
+    topic, partition, offset = ident.rsplit("/", 2)
+    admin = AdminClient({"bootstrap.servers": services.bootstrap})
+    for f in admin.delete_records([TopicPartition(topic, int(partition), int(offset) + 1)]).values():
+        f.result(30)
+    async with aiohttp.ClientSession(base_url=ui.url) as s:
+        r = await s.get("/api/ticket/" + ident, headers=bearer("acme"))
+        assert r.status == 410, r.status
+        assert index.get("acme", ident) is None
+        r = await s.get("/api/ticket/" + ident, headers=bearer("acme"))
+        assert r.status == 404

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import aiohttp
 import pytest
@@ -203,14 +203,20 @@ def cli(services: Stack, home: Path, *args: str, extra_env: dict[str, str] | Non
 def stop(p: subprocess.Popen[bytes]) -> tuple[str, str]:
     if p.poll() is None:
         p.terminate()
-    out, err = p.communicate(timeout=30)
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate(timeout=30)
     return out.decode(), err.decode()
 
 
 def test_no_token_is_taken_on_the_command_line(services: Stack, tmp_path: Path) -> None:
     p = cli(services, tmp_path, "ui", "--port", str(free_port()), "--tokens", "acme:acme-secret-token-1")
-    p.wait(60)
-    out, err = stop(p)
+    try:
+        p.wait(60)
+    finally:
+        out, err = stop(p)
     assert p.returncode == 2, (p.returncode, out, err)
     assert "--tokens" in err and "ps" in err and "--tokens-file" in err and "TRIAGE_UI_TOKENS" in err
     assert "human queue on" not in out, "the page must not start with a token from the command line"
@@ -221,8 +227,10 @@ def test_tokens_from_a_file_or_the_environment(services: Stack, tmp_path: Path) 
     loose.write_text(json.dumps({"acme": "acme-token-from-file"}))
     loose.chmod(0o644)
     p = cli(services, tmp_path, "ui", "--port", str(free_port()), "--tokens-file", str(loose))
-    p.wait(60)
-    _, err = stop(p)
+    try:
+        p.wait(60)
+    finally:
+        _, err = stop(p)
     assert p.returncode == 2 and "readable by others" in err and "chmod 600" in err
     for how in ("file", "env"):
         port = free_port()
@@ -310,8 +318,10 @@ def test_the_generated_token_file_is_mode_600_from_its_first_byte(services: Stac
     report = tmp_path / "report.json"
     p = cli(services, home, str(report), "ui", "--port", str(free_port()), wrapper=WATCHED,
             extra_env={"TRIAGE_TENANTS": "acme,globex"})
-    p.wait(120)
-    out, err = stop(p)
+    try:
+        p.wait(120)
+    finally:
+        out, err = stop(p)
     assert report.exists(), (p.returncode, out, err)
     doc = json.loads(report.read_text())
     path = home / "ui-tokens.json"
