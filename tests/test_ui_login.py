@@ -332,3 +332,17 @@ def test_the_generated_token_file_is_mode_600_from_its_first_byte(services: Stac
     tokens = json.loads(path.read_text())
     assert set(tokens) == {"acme", "globex"} and all(len(t) >= 16 for t in tokens.values())
     assert [f for f in os.listdir(home) if f.endswith(".tmp")] == []
+
+
+def test_guesses_spread_over_many_addresses_are_limited_together() -> None:
+    """The per-address bucket alone would let a botnet guess at full speed: the shared one stops that too."""
+    clock = Clock()
+    limiter = FailureLimiter(burst=5, per_s=1 / 12, shared_burst=20, shared_per_s=1.0, clock=clock)
+    for i in range(20):
+        assert limiter.retry_after(f"10.0.0.{i}") == 0
+        limiter.failed(f"10.0.0.{i}")
+    assert limiter.retry_after("10.0.1.1") == 1, "a fresh address, but 20 failures in all just now"
+    clock.now += 1
+    assert limiter.retry_after("10.0.1.1") == 0
+    limiter.failed("10.0.1.1")
+    assert limiter.retry_after("10.0.1.2") == 1
