@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -315,23 +316,43 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 @app.command()
 def ui(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
        port: int = typer.Option(8780, help="Port to listen on."),
-       tokens: Optional[str] = typer.Option(None, envvar="TRIAGE_UI_TOKENS",
-                                            help="tenant:token pairs, comma-separated (default: generated, saved under TRIAGE_HOME).")) -> None:
+       tokens_file: Optional[Path] = typer.Option(
+           None, "--tokens-file", envvar="TRIAGE_UI_TOKENS_FILE",
+           help="File of the agents' tokens, mode 600: JSON {\"tenant\": \"token\"} or tenant:token lines. Or set "
+                "TRIAGE_UI_TOKENS to tenant:token pairs. Default: generated, saved under TRIAGE_HOME."),
+       tokens: Optional[str] = typer.Option(None, "--tokens", hidden=True,
+                                            help="Refused: a token on the command line is shown by `ps`.")) -> None:
     """The human queue for support agents: escalations and dead letters of their tenant; answer or replay."""
     import secrets
 
     from streams.ui import serve
+    from streams.ui.auth import Auth, TokenSourceError, load_tokens, parse_tokens, save_tokens
+    if tokens is not None:
+        # Not even for a moment: every user of the machine reads a process's arguments (ps, /proc/<pid>/cmdline).
+        _fail("--tokens is no longer accepted: a token on the command line is visible to every user of this "
+              "machine in `ps`. Put the tokens in a file only you can read (`--tokens-file PATH`, mode 600) or "
+              "in the environment (TRIAGE_UI_TOKENS=tenant:token,...).", code=2)
     s = _settings()
-    if tokens:
-        pairs = dict(p.split(":", 1) for p in tokens.split(",") if ":" in p)
-    else:
-        path = s.home / "ui-tokens.json"
-        pairs = json.loads(path.read_text()) if path.exists() else {t: secrets.token_urlsafe(18) for t in s.tenants}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(pairs))
-        path.chmod(0o600)
-        out.print(f"agent tokens per tenant are in {path} (readable by you only)")
-    out.print(f"human queue on http://{host}:{port}/")
+    try:
+        if tokens_file is not None:
+            pairs = load_tokens(tokens_file)
+        elif os.environ.get("TRIAGE_UI_TOKENS"):
+            pairs = parse_tokens(os.environ["TRIAGE_UI_TOKENS"], "TRIAGE_UI_TOKENS")
+        else:
+            path = s.home / "ui-tokens.json"
+            if path.exists():
+                pairs = load_tokens(path)
+            else:
+                pairs = {t: secrets.token_urlsafe(18) for t in s.tenants}
+                save_tokens(path, pairs)
+            out.print(f"agent tokens per tenant are in {path} (readable by you only)", markup=False)
+    except TokenSourceError as exc:
+        _fail(str(exc), code=2)
+    try:
+        Auth(pairs)  # the same checks the page makes, before anything starts
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    out.print(f"human queue on http://{host}:{port}/", markup=False)
     serve(s, host, port, pairs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams import avro
-from streams.kafka_io import base_config, producer_config, unread
+from streams.kafka_io import KafkaFailure, base_config, producer_config, unread
 from streams.records import decode_key, message_headers
 from streams.topology import IN, TOPIC_SCHEMA, terminal_topics
 
@@ -115,6 +116,88 @@ class Out:
     def as_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset, "key": self.key,
                 "headers": self.headers, "value": decode_value(self.topic, self.raw)}
+
+
+class RecordReader:
+    """Reads single records by their (topic, partition, offset): one assign()ed consumer, ``read_committed``,
+    no group, nothing committed, reused from one read to the next (one read at a time; thread-safe).
+
+    For a page that lists records by their offsets and shows one when asked, instead of keeping every
+    record's bytes in memory, and for a replay of one known record without scanning its topic."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._conf = base_config(bootstrap, **{
+            "group.id": f"triage.reader.at.{uuid.uuid4()}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50})
+        self._consumer: Consumer | None = None
+        self._lock = threading.Lock()
+
+    def read(self, topic: str, partition: int, offset: int, *, timeout: float = 15.0) -> Out | None:
+        """The committed record at exactly that offset, or None if there is none: past the end, deleted by
+        retention or compaction, or not a committed data record (an aborted one, a transaction marker).
+        Raises :class:`KafkaFailure` when the broker does not answer within ``timeout``."""
+        if offset < 0 or partition < 0:
+            return None
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = Consumer(self._conf)
+            c = self._consumer
+            try:
+                return self._read(c, topic, partition, offset, timeout)
+            except BaseException:
+                # A consumer that failed or stalled is not trusted with the next read (librdkafka #5153).
+                self._consumer = None
+                c.close()
+                raise
+            finally:
+                if self._consumer is c:
+                    c.unassign()
+
+    @staticmethod
+    def _read(c: Consumer, topic: str, partition: int, offset: int, timeout: float) -> Out | None:
+        c.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaFailure(f"reading {topic}/{partition}/{offset} took over {timeout:.0f} s",
+                                   abortable=False, fatal=False, retriable=True)
+            m = c.poll(min(left, 1.0))
+            if m is None or m.topic() != topic or m.partition() != partition:
+                continue
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return None  # nothing committed at or after the offset
+                if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    return None
+                if err.fatal() or not err.retriable():
+                    raise KafkaFailure(f"reading {topic}/{partition}/{offset}: {err}", abortable=False,
+                                       fatal=err.fatal(), retriable=False, code=err.name())
+                continue
+            if m.offset() < offset:
+                continue  # fetched for an earlier assignment
+            if m.offset() > offset:
+                return None  # the offset is gone (retention, compaction) or was no committed record
+            return Out(m.topic(), m.partition(), m.offset(), decode_key(m.key()), message_headers(m), m.value(),
+                       m.timestamp()[1])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+
+def read_record(bootstrap: str, topic: str, partition: int, offset: int, *, timeout: float = 15.0) -> Out | None:
+    """The committed record at ``topic/partition/offset``, or None (see :meth:`RecordReader.read`); one
+    consumer made for this read. To read many, keep one :class:`RecordReader`."""
+    reader = RecordReader(bootstrap)
+    try:
+        return reader.read(topic, partition, offset, timeout=timeout)
+    finally:
+        reader.close()
 
 
 def read(bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True, timeout: float = 5.0,

@@ -126,9 +126,14 @@ def session(ui: UiServer) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(base_url=ui.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
+async def login_csrf(s: aiohttp.ClientSession) -> str:
+    """The login form's CSRF token (the form also sets the pre-login cookie it is bound to)."""
+    return csrf_of(await (await s.get("/login")).text())
+
+
 async def login(ui: UiServer, tenant: str) -> aiohttp.ClientSession:
     s = session(ui)
-    r = await s.post("/login", data={"token": TOKENS[tenant]}, allow_redirects=False)
+    r = await s.post("/login", data={"token": TOKENS[tenant], "csrf": await login_csrf(s)}, allow_redirects=False)
     assert r.status == 303 and r.headers["Location"] == "/"
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKENS[tenant] not in cookie
@@ -165,7 +170,8 @@ def csrf_of(html: str) -> str:
 
 async def test_a_wrong_token_gets_nothing(ui: UiServer) -> None:
     async with session(ui) as s:
-        r = await s.post("/login", data={"token": "acme-not-the-token"}, allow_redirects=False)
+        r = await s.post("/login", data={"token": "acme-not-the-token", "csrf": await login_csrf(s)},
+                         allow_redirects=False)
         assert r.status == 401 and "Set-Cookie" not in r.headers
         assert "not valid" in await r.text()
         r = await s.get("/", allow_redirects=False)

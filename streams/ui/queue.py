@@ -25,14 +25,14 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from processors.case import evolve, new_case
 from streams import avro, dlq
-from streams.client import behind, decode_value
+from streams.client import RecordReader, behind, decode_value
 from streams.kafka_io import KafkaFailure, base_config, encode_headers, producer_config
 from streams.records import CARRIED_HEADERS, decode_key, message_headers
 from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, RESPONSES, STEPS, TOPIC_SCHEMA, dlq_topic
@@ -64,9 +64,25 @@ class AlreadyResolved(QueueError):
     status = 409
 
 
-@dataclass(frozen=True)
+class Gone(QueueError):
+    """The entry's record is no longer in Kafka (retention deleted it, or its topic was made again)."""
+
+    status = 410
+
+
+# What the index keeps of a record is bounded whatever the record holds: the body is read again by offset when
+# the entry is opened, so no record's bytes stay in memory.
+MAX_SUMMARY_CHARS = 200
+MAX_INDEX_HEADER_CHARS = 256
+MAX_INDEX_HEADERS_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """One record of the queue: an escalation or a dead letter, with what the list shows of it."""
+    """One record of the queue: an escalation or a dead letter, with what the list shows of it.
+
+    Entries in the index carry no bytes (``raw`` is None, ``opened`` False) and only the small headers;
+    :meth:`QueueIndex.open` gives the entry with its record's bytes and all its headers, read by offset."""
 
     kind: str
     topic: str
@@ -75,13 +91,15 @@ class Entry:
     timestamp_ms: int
     key: str | None
     headers: Mapping[str, str]
-    raw: bytes | None
     tenant: str | None
     correlation_id: str
     step: str
     reason: str
     subject: str
     attempt: int
+    raw: bytes | None = None
+    opened: bool = False
+    opener: Callable[["Entry"], "Entry"] | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -98,16 +116,26 @@ class Entry:
     def replay_step(self) -> str:
         return self.topic.removeprefix("tickets.dlq.")
 
+    def load(self) -> "Entry":
+        """This entry with its record's bytes (itself when it has them): read from Kafka by offset."""
+        if self.opened:
+            return self
+        if self.opener is None:
+            raise Gone("this entry's record cannot be read")
+        return self.opener(self)
+
     def value(self) -> Any:
         """The body for humans: a Case, a Classification, a ticket (JSON or ``{"avro": ...}``) or raw text."""
-        return decode_value(self.source_topic, self.raw)
+        e = self.load()
+        return decode_value(e.source_topic, e.raw)
 
     def case(self) -> dict[str, Any] | None:
         """The Case this entry carries, if its body is one."""
-        if TOPIC_SCHEMA.get(self.source_topic) != avro.CASE:
+        e = self.load()
+        if TOPIC_SCHEMA.get(e.source_topic) != avro.CASE:
             return None
         try:
-            return avro.decode(self.raw, avro.CASE)
+            return avro.decode(e.raw, avro.CASE)
         except Exception:  # noqa: BLE001 - a dead letter's bytes may be anything
             return None
 
@@ -135,14 +163,34 @@ def _int(raw: str | None, default: int) -> int:
         return default
 
 
+def _short(text: str | None, limit: int = MAX_SUMMARY_CHARS) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _index_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers an index entry keeps: short ones only, a few KiB in all (a dead letter may carry 64 KiB)."""
+    kept: dict[str, str] = {}
+    room = MAX_INDEX_HEADERS_CHARS
+    for k, v in headers.items():
+        if len(k) + len(v) <= min(MAX_INDEX_HEADER_CHARS, room):
+            kept[k] = v
+            room -= len(k) + len(v)
+    return kept
+
+
 def make_entry(topic: str, partition: int, offset: int, timestamp_ms: int, key: str | None,
-               headers: Mapping[str, str], raw: bytes | None) -> Entry:
-    """An index entry for one record of a queue topic."""
+               headers: Mapping[str, str], raw: bytes | None, *, keep: bool = False,
+               opener: Callable[[Entry], Entry] | None = None) -> Entry:
+    """An entry for one record of a queue topic: with its bytes and all its headers if ``keep`` (an entry
+    opened to be shown or acted on), else the bounded summary the index holds."""
     kind = ESCALATION if topic == ESCALATIONS else DEAD_LETTER
-    probe = Entry(kind, topic, partition, offset, timestamp_ms, key, headers, raw, None, "", "", "", "", 1)
-    value = probe.value()
+    source = topic if kind == ESCALATION else headers.get("dlq.source", "").split("/")[0]
+    value = decode_value(source, raw)
     ticket = _ticket_of(value) or {}
     claimed = ticket.get("tenant_id") if isinstance(ticket.get("tenant_id"), str) else None
+    if claimed is not None and len(claimed) > MAX_SUMMARY_CHARS:
+        claimed = None  # no tenant has such a name
     header_tenant = headers.get("tenant_id") or None
     if header_tenant and claimed and header_tenant != claimed and isinstance(value, dict) and "ticket" in value:
         tenant = None  # a Case whose header and body disagree: nobody's
@@ -161,9 +209,13 @@ def make_entry(topic: str, partition: int, offset: int, timestamp_ms: int, key: 
         step = headers.get("dlq.step") or topic.removeprefix("tickets.dlq.")
         ts = _int(headers.get("dlq.ts"), timestamp_ms)
     subject = ticket.get("subject") if isinstance(ticket.get("subject"), str) else ""
-    return Entry(kind, topic, partition, offset, ts, key, dict(headers), raw, tenant,
-                 headers.get("correlation_id") or key or "", step, reason, subject,
-                 max(1, _int(headers.get("attempt"), 1)))
+    cid = headers.get("correlation_id") or key or ""
+    if not keep:
+        key, cid, subject, reason, step = (_short(key) if key is not None else None), _short(cid), _short(subject), \
+            _short(str(reason)), _short(step)
+    return Entry(kind, topic, partition, offset, ts, key, dict(headers) if keep else _index_headers(headers),
+                 tenant, cid, step, reason, subject, max(1, _int(headers.get("attempt"), 1)),
+                 raw=raw if keep else None, opened=keep, opener=None if keep else opener)
 
 
 def resolution_key(tenant: str, entry: Entry) -> str:
@@ -178,7 +230,8 @@ def ensure_resolutions_topic(bootstrap: str, partitions: int) -> None:
 
 
 class QueueIndex:
-    """Every queue entry and ledger record, in memory, kept current by one background consumer."""
+    """Every queue entry (its summary, never its bytes) and ledger record, in memory, kept current by one
+    background consumer; :meth:`open` reads one entry's record by its offset."""
 
     def __init__(self, bootstrap: str, *, refresh_s: float = 5.0, stall_s: float = 30.0,
                  consumer: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
@@ -195,6 +248,7 @@ class QueueIndex:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reader = RecordReader(bootstrap)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> "QueueIndex":
@@ -214,6 +268,7 @@ class QueueIndex:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(15)
+        self._reader.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -295,7 +350,7 @@ class QueueIndex:
                 table[k] = info if isinstance(info, dict) else {}
             return
         try:
-            entry = make_entry(topic, partition, offset, ts, k, headers, raw)
+            entry = make_entry(topic, partition, offset, ts, k, headers, raw, opener=self.open)
         except Exception:  # noqa: BLE001 - one odd record must not stop the index
             log.warning("queue index: cannot read %s/%s/%s", topic, partition, offset, exc_info=True)
             return
@@ -320,6 +375,27 @@ class QueueIndex:
             e = self._entries.get(ident)
         return e if e is not None and e.tenant == tenant else None
 
+    def open(self, entry: Entry) -> Entry:
+        """``entry`` with its record's bytes and all its headers, read from Kafka by its offset (blocking: call
+        it off the event loop). Raises :class:`Gone` if the record is no longer there or is no longer the
+        same tenant's (its topic was deleted and made again), and drops the entry from the index then."""
+        if entry.opened:
+            return entry
+        out = self._reader.read(entry.topic, entry.partition, entry.offset)
+        opened = None
+        if out is not None:
+            try:
+                opened = make_entry(out.topic, out.partition, out.offset, out.timestamp_ms, out.key, out.headers,
+                                    out.raw, keep=True)
+            except Exception:  # noqa: BLE001 - it was read once; if it cannot be now, it is not the same record
+                log.warning("queue index: cannot read %s again", entry.id, exc_info=True)
+        if opened is None or opened.tenant != entry.tenant or opened.kind != entry.kind:
+            with self._lock:
+                if self._entries.get(entry.id) is entry:
+                    del self._entries[entry.id]
+            raise Gone("this entry's record is no longer in Kafka (retention deleted it)")
+        return opened
+
     def resolution(self, tenant: str, entry: Entry) -> dict[str, Any] | None:
         with self._lock:
             return self._resolutions.get(resolution_key(tenant, entry))
@@ -341,6 +417,7 @@ class QueueIndex:
 def case_for_answer(entry: Entry, tenant: str) -> dict[str, Any]:
     """The Case an answer by hand is built on: the queued Case, or for a dead letter of ``ingest`` a Case
     made from the ticket it rejected."""
+    entry = entry.load()  # one read by offset for what follows
     case = entry.case()
     if case is not None:
         return case

@@ -85,9 +85,10 @@ def page(title: str, body: str, *, tenant: str | None = None, csrf: str | None =
             f'human queue</a></span>{who}</header><main>{body}</main></body></html>')
 
 
-def login_page(error: str | None = None) -> str:
+def login_page(csrf: str, error: str | None = None) -> str:
     err = f'<div class="error">{escape(error)}</div>' if error else ""
     return page("Log in", f'<div class="login card"><h1>Log in</h1>{err}<form method="post" action="/login">'
+                          f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
                           f'<label for="token">Tenant token</label><input id="token" name="token" type="password" '
                           f'autocomplete="current-password" required autofocus>'
                           f'<button class="primary" type="submit">Log in</button></form></div>')
@@ -103,8 +104,23 @@ def status_badge(status: str) -> str:
     return f'<span class="badge {escape(status)}">{escape(status)}</span>'
 
 
+def _pager(paging: dict[str, Any], params: dict[str, Any]) -> str:
+    page_no, pages, total = paging["page"], paging["pages"], paging["total"]
+    first = (page_no - 1) * paging["limit"] + 1
+    last = min(total, page_no * paging["limit"])
+    links = []
+    if page_no > 1:
+        links.append(f'<a id="prev-page" href="/?{escape(query(**params, page=page_no - 1))}">← newer</a>')
+    if page_no < pages:
+        links.append(f'<a id="next-page" href="/?{escape(query(**params, page=page_no + 1))}">older →</a>')
+    shown = f"{first}–{last} of {total}" if last >= first else f"none of {total} on this page"
+    return (f'<p class="muted pager">{shown} entr{"y" if total == 1 else "ies"}, newest first; page {page_no} of '
+            f'{pages}. {" ".join(links)}</p>')
+
+
 def queue_page(tenant: str, csrf: str, rows: list[tuple[Entry, str]], *, reasons: list[str], steps: list[str],
-               reason: str | None, step: str | None, notice: str | None, loading: bool) -> str:
+               reason: str | None, step: str | None, notice: str | None, loading: bool,
+               paging: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> str:
     parts = ['<h1>Queue</h1>']
     if notice:
         parts.append(f'<div class="notice">{escape(notice)}</div>')
@@ -113,8 +129,11 @@ def queue_page(tenant: str, csrf: str, rows: list[tuple[Entry, str]], *, reasons
     parts.append('<form class="filters" method="get" action="/">' + _options("reason", "Reason", reasons, reason)
                  + _options("step", "Step", steps, step)
                  + '<button class="secondary" type="submit">Filter</button> <a href="/">clear</a></form>')
+    paging = paging or {"page": 1, "pages": 1, "limit": max(1, len(rows)), "total": len(rows)}
     if not rows:
         parts.append('<div class="empty">Nothing waiting for a person here.</div>')
+        if paging["total"]:
+            parts.append(_pager(paging, params or {}))
     else:
         trs = []
         for e, status in rows:
@@ -128,7 +147,7 @@ def queue_page(tenant: str, csrf: str, rows: list[tuple[Entry, str]], *, reasons
         parts.append('<table id="queue"><thead><tr><th>Time</th><th>Correlation ID</th><th>Subject</th><th>Kind</th>'
                      '<th>Step</th><th>Reason</th><th>Attempt</th><th>Status</th></tr></thead><tbody>'
                      + "".join(trs) + '</tbody></table>')
-        parts.append(f'<p class="muted">{len(rows)} entr{"y" if len(rows) == 1 else "ies"}, newest first.</p>')
+        parts.append(_pager(paging, params or {}))
     return page("Queue", "".join(parts), tenant=tenant, csrf=csrf)
 
 
