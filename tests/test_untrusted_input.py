@@ -95,7 +95,7 @@ def test_untrusted_identifiers_and_text_each_get_one_dead_letter(ingest_only: St
             problems.append((cid, got[0].topic, h["dlq.reason"], h["dlq.error"]))
         elif not h["dlq.error"].isprintable():
             problems.append((cid, "dlq.error carries the character it refuses", h["dlq.error"]))
-    assert not problems, problems
+    assert not problems, "\n".join(map(repr, problems))
     assert _accepted(ingest_only, set(fine)) == {c: 1 for c in fine}
 
 
