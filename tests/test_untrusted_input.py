@@ -160,7 +160,10 @@ def test_trace_prints_markup_and_escapes_as_data(ingest_only: Stack, hostile: di
         assert "[/x][bold]" in out and "tenant '[/x]' is not configured" in out, out
     doc = json.loads(_assert_printed_as_data(_cli(ingest_only, "trace", cid, "--json"), ("trace --json", which)))
     assert doc["found"] and doc["correlation_id"] == cid
-    _assert_printed_as_data(_cli(ingest_only, "trace", "[/x]no-such-ticket\x1b[31m"), ("trace", "missing"), code=1)
+    if which == "markup":  # an argument is data too: the error quoting it is printed as typed
+        r = _cli(ingest_only, "trace", "[/x]no-such-ticket\x1b[31m")
+        _assert_printed_as_data(r, ("trace", "missing"), code=1)
+        assert "no record with correlation ID '[/x]no-such-ticket\\x1b[31m'" in r.stderr.decode(), r.stderr
 
 
 def test_dlq_commands_print_markup_and_escapes_as_data(ingest_only: Stack, hostile: dict[str, str]) -> None:
