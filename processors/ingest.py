@@ -10,6 +10,7 @@ import json
 import os
 import re
 import time
+import unicodedata
 from typing import Any
 
 from processors.case import new_case
@@ -25,6 +26,32 @@ _OPTIONAL = ("ticket_id", "customer_id", "channel")
 MAX_KEY_CHARS = 200
 MAX_SUBJECT_CHARS = 1000
 MAX_FIELD_CHARS = 200  # ticket_id, customer_id, channel
+# Identifiers end up in terminals, log lines, headers and Redis keys: none may hold a control character.
+IDENTIFIERS = ("tenant_id", "ticket_id", "customer_id", "channel")
+# Cc: C0, DEL and C1 (ESC starts terminal sequences, NUL and newline cut or forge lines); Cf: format characters
+# (bidi overrides reorder what an operator reads, zero-width ones hide); Zl/Zp: line and paragraph separators;
+# Cs: a lone surrogate, which is no character at all.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def control_character(text: str) -> str | None:
+    """How the first control character of ``text`` is described (``U+001B at 4``), or None if it has none."""
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) in _CONTROL_CATEGORIES:
+            return f"U+{ord(ch):04X} ({unicodedata.name(ch, 'control')}) at position {i}"
+    return None
+
+
+def _lone_surrogate(doc: dict[str, Any]) -> str | None:
+    """The top-level field of ``doc`` holding a lone surrogate (``"\\ud800"``) in its name or value: JSON may
+    spell one, but no UTF-8 text can hold it, so nothing could write the ticket on."""
+    for key, value in doc.items():
+        for text in (key, json.dumps(value, ensure_ascii=False)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return key.encode("utf-8", "backslashreplace").decode()
+    return None
 
 
 def parse_json_ticket(raw: bytes) -> dict[str, Any]:
@@ -37,8 +64,17 @@ def parse_json_ticket(raw: bytes) -> dict[str, Any]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MalformedInput(f"value is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        # Arrays or objects nested past the parser's depth: no ticket is shaped like that.
+        raise MalformedInput("value is not a ticket: JSON nested too deeply") from exc
     if not isinstance(doc, dict):
         raise SchemaInvalid("a ticket must be a JSON object")
+    try:
+        where = _lone_surrogate(doc)
+    except RecursionError as exc:
+        raise MalformedInput("value is not a ticket: JSON nested too deeply") from exc
+    if where is not None:
+        raise EncodingError(f"field {where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape): not text")
     return doc
 
 
@@ -64,6 +100,10 @@ def validate(doc: dict[str, Any], *, tenants: tuple[str, ...], max_body_chars: i
     for name, limit in (("subject", MAX_SUBJECT_CHARS), *((n, MAX_FIELD_CHARS) for n in _OPTIONAL)):
         if len(doc.get(name) or "") > limit:
             raise Oversized(f"{name} has {len(doc[name])} characters; the limit is {limit}")
+    for name in IDENTIFIERS:
+        found = control_character(doc.get(name) or "")
+        if found:
+            raise MalformedInput(f"{name} holds a control character, {found}; identifiers may not")
     if not body.strip():
         raise SchemaInvalid("body is blank")
     if doc["tenant_id"] not in tenants:
@@ -101,8 +141,18 @@ class Ingest:
         if ctype == "application/json" or (not ctype and raw[:1] in (b"{", b"[", b" ")):
             doc, fmt = parse_json_ticket(raw), "json"
         else:
-            doc, fmt = avro.decode(raw, avro.TICKET), "avro"
+            try:
+                doc, fmt = avro.decode(raw, avro.TICKET), "avro"
+            except MalformedInput as exc:
+                if isinstance(exc.__cause__, UnicodeDecodeError):  # a string field that is not UTF-8
+                    raise EncodingError(str(exc)) from exc
+                raise
         ticket = validate(doc, tenants=settings.tenants, max_body_chars=settings.max_body_chars)
+        found = control_character(record.key or "")
+        if found:
+            # The key is the correlation ID: on every later record, log line and the operator's screen.
+            raise MalformedInput(f"correlation ID (the record key) holds a control character, {found}; "
+                                 "identifiers may not")
         cid = record.key if record.key and len(record.key) <= MAX_KEY_CHARS else None
         # Keyless tickets get an ID that is stable if this record is delivered again after a crash.
         cid = cid or source_id(record.topic, record.partition, record.offset)

@@ -10,8 +10,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from streams import config
+from streams.client import json_text, visible
 from streams.kafka_io import KafkaFailure
 from streams.services import ServiceError
 from streams.topology import STEPS, all_topics
@@ -26,6 +28,21 @@ drift_app = typer.Typer(help="The classifiers' drift monitors (their state is in
 app.add_typer(drift_app, name="drift")
 err = Console(stderr=True)
 out = Console()
+# Everything printed here that came from data (records, headers, arguments, files, Redis) is printed as data:
+# as a Text (never parsed as rich markup, so `[/x]` in a tenant id cannot crash a command) and through
+# visible() (so an ESC or a newline in it cannot drive the operator's terminal or forge a line).
+
+
+def _say(message: object) -> None:
+    out.print(Text(visible(message)))
+
+
+def _note(message: object) -> None:
+    err.print(Text(visible(message)))
+
+
+def _cell(value: object) -> Text:
+    return Text(visible("" if value is None else value))
 
 
 def _settings() -> config.Settings:
@@ -33,7 +50,7 @@ def _settings() -> config.Settings:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(Text.assemble(("error:", "red"), " ", visible(message)))
     raise typer.Exit(code)
 
 
@@ -49,25 +66,25 @@ def up(services_only: bool = typer.Option(False, "--services-only", help="Start 
     from streams import stack
     s = _settings()
     try:
-        stack.start_services(s, say=out.print, brokers=brokers)
+        stack.start_services(s, say=_say, brokers=brokers)
         s = dataclasses.replace(s, bootstrap=_settings().bootstrap)  # a new cluster has a new bootstrap
         if load_kb:
             loaded = stack.load_knowledge_bases(s)
-            out.print("kb         " + ", ".join(f"{t}: {n} docs" for t, n in loaded.items()))
+            _say("kb         " + ", ".join(f"{t}: {n} docs" for t, n in loaded.items()))
         if not services_only:
-            stack.start_workers(s, replicas=replicas, say=out.print)
+            stack.start_workers(s, replicas=replicas, say=_say)
     except ServiceError as exc:
         _fail(str(exc))
-    out.print(f"state in {s.home}; stop everything with `triage down`")
+    _say(f"state in {s.home}; stop everything with `triage down`")
 
 
 @app.command()
 def down() -> None:
     """Stop every worker, the model server, Redis and Kafka that `triage up` started. Leaves no process behind."""
     from streams import stack
-    stopped = stack.down(_settings(), say=out.print)
+    stopped = stack.down(_settings(), say=_say)
     if not stopped:
-        out.print("nothing was running")
+        _say("nothing was running")
 
 
 @app.command()
@@ -90,14 +107,14 @@ def scale(step: str = typer.Argument(..., help="Step name (see `triage steps`)."
     wanted = supervisor.desired_slots(s.home)
     wanted[step] = replicas
     supervisor.write_slots(s.home, wanted)
-    out.print(f"{step}: {replicas} worker(s) wanted; the supervisor applies it within a second")
+    _say(f"{step}: {replicas} worker(s) wanted; the supervisor applies it within a second")
 
 
 @app.command()
 def steps() -> None:
     """List the step names (for `triage worker`)."""
     for s in STEPS:
-        out.print(s)
+        _say(s)
 
 
 @app.command()
@@ -150,19 +167,19 @@ def produce(source: str = typer.Argument(..., help="A JSON-lines file of tickets
             if not isinstance(doc, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            err.print(f"line {lineno}: skipped, not a JSON object: {exc}")
+            _note(f"line {lineno}: skipped, not a JSON object: {exc}")
             bad += 1
             continue
         try:
             r = p.send(doc)
         except Exception as exc:  # noqa: BLE001 - Avro refuses wrong types: say which line and go on
-            err.print(f"line {lineno}: skipped: {exc} (send it with --json to have ingest dead-letter it)")
+            _note(f"line {lineno}: skipped: {exc} (send it with --json to have ingest dead-letter it)")
             bad += 1
             continue
         sent += 1
-        print(f"sent\t{r.tenant_id}\t{r.ticket_id or '-'}\t{r.correlation_id}", flush=True)
+        print(f"sent\t{visible(r.tenant_id)}\t{visible(r.ticket_id or '-')}\t{visible(r.correlation_id)}", flush=True)
     p.flush()
-    err.print(f"{sent} tickets sent to tickets.in" + (f", {bad} lines skipped" if bad else ""))
+    _note(f"{sent} tickets sent to tickets.in" + (f", {bad} lines skipped" if bad else ""))
     if bad and not sent:
         raise typer.Exit(1)
 
@@ -177,18 +194,19 @@ def tail(topic: str = typer.Argument(..., help="Topic to read, e.g. tickets.resp
     from streams.client import read
     s = _settings()
     if topic not in all_topics():
-        err.print(f"[yellow]note:[/yellow] {topic} is not one of triage's topics")
+        err.print(Text.assemble(("note:", "yellow"), f" {visible(topic)} is not one of triage's topics"))
     n = 0
     for o in read(s.bootstrap, [topic], from_beginning=not latest, timeout=timeout, max_records=max_records):
         n += 1
         doc = o.as_json()
         if as_json:
-            print(json.dumps(doc, ensure_ascii=False, default=str), flush=True)
+            print(json_text(doc), flush=True)
         else:
             v = doc["value"]
             summary = v.get("reply") or v.get("escalation_reason") if isinstance(v, dict) else v
-            print(f"{o.partition}/{o.offset}\t{o.key}\t{o.headers.get('dlq.reason') or ''}\t{str(summary)[:160]}")
-    err.print(f"{n} records")
+            print(f"{o.partition}/{o.offset}\t{visible(o.key)}\t{visible(o.headers.get('dlq.reason') or '')}"
+                  f"\t{visible(str(summary)[:160])}", flush=True)
+    _note(f"{n} records")
 
 
 @kb_app.command("load")
@@ -200,7 +218,7 @@ def kb_load(directory: Optional[Path] = typer.Argument(None, help="Folder of <te
     except ServiceError as exc:
         _fail(str(exc))
     for tenant, n in loaded.items():
-        out.print(f"{tenant}: {n} documents")
+        _say(f"{tenant}: {n} documents")
 
 
 @dlq_app.command("list")
@@ -218,15 +236,15 @@ def dlq_list(step: Optional[str] = typer.Argument(None, help="Only this step's D
     except KafkaFailure as exc:
         _fail(str(exc))
     if as_json:
-        print(json.dumps(table, indent=2))
+        print(json_text(table, indent=2))
         return
     t = Table(title="dead letters")
     for col in ("step", "reason", "count", "replayed"):
         t.add_column(col)
     for st, reasons in sorted(table.items()):
         for reason, c in sorted(reasons.items()):
-            t.add_row(st, reason, str(c["count"]), str(c.get("replayed", 0)))
-    out.print(t if table else "no dead letters")
+            t.add_row(_cell(st), _cell(reason), _cell(c["count"]), _cell(c.get("replayed", 0)))
+    out.print(t if table else Text("no dead letters"))
 
 
 @dlq_app.command("show")
@@ -237,7 +255,7 @@ def dlq_show(ident: str = typer.Argument(..., help="A correlation ID, or topic/p
     if not found:
         _fail(f"no dead letter with id or correlation ID {ident!r}")
     for d in found:
-        print(json.dumps({"id": d.id, **d.out.as_json()}, indent=2, ensure_ascii=False, default=str))
+        print(json_text({"id": d.id, **d.out.as_json()}, indent=2))
 
 
 @dlq_app.command("replay")
@@ -264,13 +282,13 @@ def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters
         except KafkaFailure as exc:
             _fail(f"nothing replayed: {exc}")
     verb = "would replay" if dry_run else "replayed"
-    out.print(f"{report.selected} selected, {verb} {len(report.ids) if dry_run else report.replayed}, "
+    _say(f"{report.selected} selected, {verb} {len(report.ids) if dry_run else report.replayed}, "
               f"{report.already} already replayed before"
               + (f", {report.truncated} kept only in part (too big; the whole record is at its dlq.source)"
                  if report.truncated else ""))
     if dry_run:
         for i in report.ids:
-            print(i)
+            print(visible(i))
 
 
 @drift_app.command("reset")
@@ -299,7 +317,7 @@ def drift_reset(classifiers: Optional[list[str]] = typer.Argument(None, help="Cl
     except Exception as exc:  # noqa: BLE001 - Redis away: say so, do not print a traceback
         _fail(f"redis unavailable: {exc}")
     for c, n in done.items():
-        out.print(f"{c}: baseline forgotten ({n} keys); it is learnt again from the next results")
+        _say(f"{c}: baseline forgotten ({n} keys); it is learnt again from the next results")
 
 
 @app.command()
@@ -308,7 +326,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     from streams.status import collect, render
     doc = collect(_settings())
     if as_json:
-        print(json.dumps(doc, indent=2, default=str))
+        print(json_text(doc, indent=2))
     else:
         render(doc, out)
 
@@ -365,19 +383,20 @@ def trace_cmd(correlation_id: str = typer.Argument(..., help="The ticket's corre
     from streams.trace import trace
     doc = trace(_settings().bootstrap, correlation_id)
     if as_json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        print(json_text(doc, indent=2))
         return
     if not doc["found"]:
         _fail(f"no record with correlation ID {correlation_id!r}")
-    t = Table(title=f"{correlation_id}: {doc['elapsed_ms']} ms, {doc['model_calls']} model calls, {doc['tokens']} tokens")
+    t = Table(title=_cell(f"{correlation_id}: {doc['elapsed_ms']} ms, {doc['model_calls']} model calls, "
+                          f"{doc['tokens']} tokens"))
     for col in ("+ms", "topic", "attempt", "what"):
         t.add_column(col)
     for h in doc["hops"]:
-        t.add_row(str(h["t_ms"]), h["topic"], h["attempt"], h["what"])
+        t.add_row(_cell(h["t_ms"]), _cell(h["topic"]), _cell(h["attempt"]), _cell(h["what"]))
     out.print(t)
     o = doc["outcome"]
-    out.print(f"outcome: {o['topic']} (attempt {o['attempt']}" + (f", {o['reason']})" if o.get("reason") else ")")
-              if o else "outcome: none yet (still in flight?)")
+    _say(f"outcome: {o['topic']} (attempt {o['attempt']}" + (f", {o['reason']})" if o.get("reason") else ")")
+         if o else "outcome: none yet (still in flight?)")
 
 
 @app.command()

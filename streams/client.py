@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -99,8 +100,53 @@ def decode_value(topic: str, raw: bytes | None) -> Any:
         return {"base64": base64.b64encode(raw).decode()}
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # not JSON, or nested past the parser (a dead letter's bytes)
         return text if len(text) <= 10_000 else text[:10_000] + f"... ({len(text)} chars)"
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _invisible(ch: str) -> bool:
+    # Not printable and not a space: C0/C1 controls (ESC starts terminal sequences), format characters (bidi
+    # overrides, zero-width), line separators, lone surrogates. Spaces such as U+3000 are text.
+    return not ch.isprintable() and unicodedata.category(ch) != "Zs"
+
+
+def visible(value: object) -> str:
+    """``value`` as text for a terminal, on one line: every control or format character spelt out (``\\x1b``,
+    ``\\n``, ``\\u202e``), so data can neither move the cursor, colour the screen, nor forge a line."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if not _invisible(ch):
+            out.append(ch)
+        elif ch in _NAMED:
+            out.append(_NAMED[ch])
+        else:
+            n = ord(ch)
+            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "".join(out)
+
+
+def json_text(doc: Any, *, indent: int | None = None) -> str:
+    """JSON for a terminal: readable non-ASCII text, but every character a terminal would act on escaped.
+    ``json.dumps`` escapes C0 controls itself; C1 controls, bidi and zero-width characters and lone surrogates
+    it leaves raw with ``ensure_ascii=False``, so they are written as ``\\uXXXX`` (still the same JSON)."""
+    text = json.dumps(doc, ensure_ascii=False, default=str, indent=indent)
+
+    def escape(ch: str) -> str:
+        if ch == "\n" or not _invisible(ch):  # a newline here is indentation: inside strings json escaped it
+            return ch
+        n = ord(ch)
+        if n < 0x10000:
+            return f"\\u{n:04x}"
+        n -= 0x10000
+        return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
+    return text if text.isprintable() else "".join(escape(ch) for ch in text)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ the project starts itself, and the offline model server when no ``OPENAI_BASE_UR
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping, get_args
 
 from processors.tool_loop import LoopGuards
 from streams.drift import DriftPolicy
 from streams.policy import RetryPolicy, StepPolicy
+from streams.topology import CLASSIFIERS
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,14 @@ REMOTE_MODELS: Mapping[str, tuple[str, ...]] = {
 
 _SECRET_WORDS = ("password", "secret", "token", "key")
 
+# The closed sets of string settings; the first value is the default. Checked at load: a typo is an error.
+MissingPriority = Literal["human", "degrade"]
+ModelOutage = Literal["dlq", "wait"]
+DriftAction = Literal["fallback", "human"]
+# Read outside load() (the worker, the supervisor, the metrics server, the queue page), still checked here.
+READ_ELSEWHERE = ("TRIAGE_INSTANCE", "TRIAGE_METRICS_PORT", "TRIAGE_METRICS_BASE_PORT", "TRIAGE_METRICS_HOST",
+                  "TRIAGE_UI_TOKENS")
+
 
 def redact(props: Mapping[str, str]) -> dict[str, str]:
     return {k: ("***" if any(w in k.lower() for w in _SECRET_WORDS) else v) for k, v in props.items()}
@@ -47,7 +57,6 @@ def redact(props: Mapping[str, str]) -> dict[str, str]:
 
 def redact_url(url: str) -> str:
     """``redis://user:pw@host`` -> ``redis://user:***@host``."""
-    import re
     return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
@@ -101,7 +110,7 @@ class Settings:
     max_batch: int = 500
     join_timeout_s: float = 120.0
     """A join that has not seen four classifications by then carries on with what it has."""
-    missing_priority_policy: str = "human"
+    missing_priority_policy: MissingPriority = "human"
     """When the priority classifier's result is missing: 'human' escalates, 'degrade' assumes medium."""
     retrieval_min_chars: int = 60
     """Tickets shorter than this are answered without retrieval."""
@@ -117,7 +126,7 @@ class Settings:
     loop: LoopGuards = field(default_factory=LoopGuards)
     response_cache: bool = False
     """Reuse the reply to an identical question of the same tenant (off: answers must be fresh by default)."""
-    model_outage: str = "dlq"
+    model_outage: ModelOutage = "dlq"
     """When every model of a chain is unreachable: 'dlq' settles the ticket now (degraded, escalated or
     dead-lettered); 'wait' holds it and retries until the step deadline, catching up when the models return."""
     kafka: Mapping[str, str] = field(default_factory=dict)
@@ -134,30 +143,136 @@ class Settings:
                           deadline_s=self.step_deadline_s)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+class _Env(dict):
+    """The merged environment, remembering which names :func:`load` asked for: a key of the config file that
+    nothing reads is a typo (``drift_acton``), refused instead of silently ignored."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
-    if raw is None or raw == "":
+    return None if raw is None or raw.strip() == "" else raw.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+    raw = _raw(env, name)
+    if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+        raise SystemExit(f"{name} must be a whole number{_range(low, high)}, got {raw!r}") from None
+    return int(_bounded(value, name, low, high))
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
+def _float(env: Mapping[str, str], name: str, default: float, low: float | None = None,
+           high: float | None = None) -> float:
+    raw = _raw(env, name)
+    if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+        raise SystemExit(f"{name} must be a number{_range(low, high)}, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SystemExit(f"{name} must be a finite number{_range(low, high)}, got {raw!r}")
+    return _bounded(value, name, low, high)
 
 
-def _bounded(value: float, name: str, low: float, high: float) -> float:
-    if not low <= value <= high:
-        raise SystemExit(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f" between {_num(low)} and {_num(high)}"
+    if low is not None:
+        return f" of at least {_num(low)}"
+    return f" of at most {_num(high)}" if high is not None else ""
+
+
+def _bounded(value: float, name: str, low: float | None, high: float | None) -> float:
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise SystemExit(f"{name} must be{_range(low, high)}, got {_num(value)}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of a closed set; the first is the default. A typo must not silently take the other branch."""
+    raw = _raw(env, name)
+    if raw is None:
+        return allowed[0]
+    if raw.lower() not in allowed:
+        raise SystemExit(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+    return raw.lower()
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    if raw.lower() not in _TRUE + _FALSE:
+        raise SystemExit(f"{name} must be one of {', '.join(_TRUE + _FALSE)}; got {raw!r}")
+    return raw.lower() in _TRUE
+
+
+def _names(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    chosen = tuple(c.strip() for c in (_raw(env, name) or default).split(",") if c.strip())
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown:
+        raise SystemExit(f"{name}: unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _tenants(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Tenant names by the rule every Redis key is checked against: a tenant the rule refuses would pass ingest
+    and then fail every state access, so each of its tickets would be escalated."""
+    # One rule, defined where every state key is checked.
+    from streams.tenant_state import _TENANT_RE as TENANT_RULE
+    tenants = tuple(t.strip() for t in (_raw(env, "TRIAGE_TENANTS") or "acme,globex").split(",") if t.strip())
+    bad = [t for t in tenants if not TENANT_RULE.match(t)]
+    if bad or not tenants:
+        raise SystemExit(f"TRIAGE_TENANTS: {', '.join(map(repr, bad)) or 'no tenant given'}; each tenant must be 1 to "
+                         f"63 of a-z, 0-9, '_' and '-', starting with a letter or digit (lower case)")
+    if len(set(tenants)) != len(tenants):
+        raise SystemExit(f"TRIAGE_TENANTS names a tenant twice: {','.join(tenants)}")
+    return tenants
+
+
+def _printable(env: Mapping[str, str], name: str, limit: int = 200) -> str | None:
+    raw = _raw(env, name)
+    if raw is not None and (len(raw) > limit or not raw.isprintable() or any(c.isspace() for c in raw)):
+        raise SystemExit(f"{name} must be at most {limit} printable characters without spaces, got {raw[:60]!r}")
+    return raw
+
+
+_BOOTSTRAP_ENTRY = re.compile(r"(?:[A-Za-z_]+://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?")
+
+
+def _bootstrap(value: str) -> str:
+    for entry in value.split(","):
+        m = _BOOTSTRAP_ENTRY.fullmatch(entry.strip())
+        if not m or (m.group(1) and not 0 < int(m.group(1)) < 65536):
+            raise SystemExit(f"TRIAGE_BOOTSTRAP must be host:port[,host:port...], got {value[:200]!r}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    raw = _raw(env, name) or ""
+    if raw and (not raw.lower().startswith(tuple(f"{s}://" for s in schemes)) or not raw.isprintable()):
+        raise SystemExit(f"{name} must be a URL starting with {' or '.join(f'{s}://' for s in schemes)}, "
+                         f"got {redact_url(raw)[:200]!r}")
+    return raw
 
 
 def _cluster_bootstrap(home: Path) -> str | None:
@@ -218,25 +333,70 @@ def merged_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the config file and ``env`` (default: the process environment; the environment
-    wins). Exits with a clear message on bad values."""
-    env = merged_env(env)
+    wins). Every value is checked here, at start: a bad one exits with one line naming the setting and what
+    it may be (no traceback), instead of a worker taking the other branch of a typo at its first ticket."""
+    file = _config_file(env)
+    env = _Env(merged_env(env))
+    settings = _build(env)
+    for name in READ_ELSEWHERE:
+        env.get(name)
+    unknown_models = sorted(k for k in env if k.startswith("TRIAGE_MODEL_") and k not in env.asked)
+    if unknown_models:
+        raise SystemExit(f"{unknown_models[0]}: no step is called that; model chains are "
+                         + ", ".join(_model_var(s) for s in OFFLINE_MODELS))
+    if file is not None:
+        unknown = sorted(k for k in file_env(file) if k not in env.asked and not k.startswith("TRIAGE_KAFKA_"))
+        if unknown:
+            raise SystemExit(f"config file {file}: unknown setting {unknown[0]} (a typo?); see deploy/triage.example.toml")
+    return settings
+
+
+def known_settings() -> frozenset[str]:
+    """Every variable triage reads (the TRIAGE_KAFKA_* pass-through aside)."""
+    env = _Env({})
+    _build(env)
+    return frozenset(env.asked | set(READ_ELSEWHERE) | {_model_var(s) for s in OFFLINE_MODELS})
+
+
+def _model_var(step: str) -> str:
+    return f"TRIAGE_MODEL_{step.upper().replace('-', '_')}"
+
+
+def _config_file(env: Mapping[str, str] | None) -> Path | None:
+    env = os.environ if env is None else env
+    path = env.get("TRIAGE_CONFIG") or ("triage.toml" if Path("triage.toml").is_file() else "")
+    return Path(path) if path else None
+
+
+def _build(env: _Env) -> Settings:
     home = Path(env.get("TRIAGE_HOME") or (REPO_ROOT / ".triage")).resolve()
-    redis_port = _int(env, "TRIAGE_REDIS_PORT", 6390)
-    redis_url = env.get("TRIAGE_REDIS_URL") or ""
-    offline_port = _int(env, "TRIAGE_OFFLINE_PORT", 8700)
-    base_url = env.get("OPENAI_BASE_URL") or ""
+    env.get("TRIAGE_CONFIG")
+    redis_port = _int(env, "TRIAGE_REDIS_PORT", 6390, 1, 65535)
+    redis_url = _url(env, "TRIAGE_REDIS_URL", ("redis", "rediss", "unix"))
+    offline_port = _int(env, "TRIAGE_OFFLINE_PORT", 8700, 1, 65535)
+    base_url = _url(env, "OPENAI_BASE_URL", ("http", "https"))
     offline = not base_url
     defaults = OFFLINE_MODELS if offline else REMOTE_MODELS
-    models = {
-        step: tuple(m.strip() for m in env[f"TRIAGE_MODEL_{step.upper().replace('-', '_')}"].split(",") if m.strip())
-        if env.get(f"TRIAGE_MODEL_{step.upper().replace('-', '_')}") else chain
-        for step, chain in defaults.items()
-    }
-    tenants = tuple(t.strip() for t in (env.get("TRIAGE_TENANTS") or "acme,globex").split(",") if t.strip())
-    retry = RetryPolicy(attempts=_int(env, "TRIAGE_RETRIES", 3), initial_s=_float(env, "TRIAGE_BACKOFF_S", 0.2))
+    models = {}
+    for step, chain in defaults.items():
+        raw = env.get(_model_var(step))
+        if raw is not None and raw.strip():
+            chain = tuple(m.strip() for m in raw.split(",") if m.strip())
+            if not chain or not all(m.isprintable() and " " not in m for m in chain):
+                raise SystemExit(f"{_model_var(step)} must be model names separated by commas, got {raw[:200]!r}")
+        models[step] = chain
+    _int(env, "TRIAGE_METRICS_PORT", 0, 0, 65535)
+    _int(env, "TRIAGE_METRICS_BASE_PORT", 9400, 1, 65000)
+    _printable(env, "TRIAGE_METRICS_HOST")
+    _printable(env, "TRIAGE_INSTANCE")
+    retry = RetryPolicy(attempts=_int(env, "TRIAGE_RETRIES", 3, 1, 20),
+                        initial_s=_float(env, "TRIAGE_BACKOFF_S", 0.2, 0.0, 60.0))
+    trip_at = _float(env, "TRIAGE_DRIFT_TRIP", 0.05, 0.001, 1.0)
+    clear_at = _float(env, "TRIAGE_DRIFT_CLEAR", min(0.02, trip_at), 0.0, trip_at)
+    step_timeout_s = _float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0, 0.1, 600.0)
     return Settings(
         home=home,
-        bootstrap=env.get("TRIAGE_BOOTSTRAP") or _cluster_bootstrap(home) or "127.0.0.1:9092",
+        bootstrap=_bootstrap(_raw(env, "TRIAGE_BOOTSTRAP") or _cluster_bootstrap(home) or "127.0.0.1:9092"),
         redis_url=redis_url or f"redis://127.0.0.1:{redis_port}/0",
         redis_port=redis_port,
         manage_redis=not redis_url,
@@ -245,27 +405,39 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         offline=offline,
         offline_port=offline_port,
         models=models,
-        partitions=_int(env, "TRIAGE_PARTITIONS", 6),
-        tenants=tenants,
-        max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256),
-        partition_serial=(env.get("TRIAGE_PARTITION_SERIAL") or "0").lower() in ("1", "true", "yes", "on"),
-        commit_interval_s=_float(env, "TRIAGE_COMMIT_INTERVAL_S", 0.1),
-        pause_after_s=_bounded(_float(env, "TRIAGE_PAUSE_AFTER_S", 1.0), "TRIAGE_PAUSE_AFTER_S", 0.0, 30.0),
-        join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 120.0),
-        missing_priority_policy=env.get("TRIAGE_MISSING_PRIORITY") or "human",
-        data_dir=Path(env.get("TRIAGE_DATA") or (REPO_ROOT / "deploy" / "sample")),
-        step_timeout_s=_float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0),
-        step_deadline_s=_float(env, "TRIAGE_STEP_DEADLINE_S", 60.0),
+        partitions=_int(env, "TRIAGE_PARTITIONS", 6, 1, 1000),
+        tenants=_tenants(env),
+        # The body reaches the join's state and every prompt: past this a case may not fit one record.
+        max_body_chars=_int(env, "TRIAGE_MAX_BODY_CHARS", 20_000, 1, 50_000),
+        max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256, 1, 100_000),
+        partition_serial=_flag(env, "TRIAGE_PARTITION_SERIAL"),
+        commit_interval_s=_float(env, "TRIAGE_COMMIT_INTERVAL_S", 0.1, 0.001, 60.0),
+        pause_after_s=_float(env, "TRIAGE_PAUSE_AFTER_S", 1.0, 0.0, 30.0),
+        join_timeout_s=_float(env, "TRIAGE_JOIN_TIMEOUT_S", 120.0, 1.0, 86_400.0),
+        missing_priority_policy=_choice(env, "TRIAGE_MISSING_PRIORITY", get_args(MissingPriority)),  # type: ignore[arg-type]
+        data_dir=_data_dir(env),
+        step_timeout_s=step_timeout_s,
+        step_deadline_s=_float(env, "TRIAGE_STEP_DEADLINE_S", 60.0, 1.0, 86_400.0),
         retry=retry,
-        drift=DriftPolicy(window=_int(env, "TRIAGE_DRIFT_WINDOW", 200), baseline=_int(env, "TRIAGE_DRIFT_BASELINE", 500),
-                          trip_at=_float(env, "TRIAGE_DRIFT_TRIP", 0.05), clear_at=_float(env, "TRIAGE_DRIFT_CLEAR", 0.02),
-                          action=env.get("TRIAGE_DRIFT_ACTION") or "fallback",
-                          classifiers=tuple(c.strip() for c in (env.get("TRIAGE_DRIFT_CLASSIFIERS")
-                                                                or "intent,language,priority,sentiment").split(",") if c.strip())),
-        loop=LoopGuards(max_tool_calls=_int(env, "TRIAGE_MAX_TOOL_CALLS", 5),
-                        max_calls=_int(env, "TRIAGE_BUDGET_CALLS", 16),
-                        max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000)),
-        response_cache=(env.get("TRIAGE_RESPONSE_CACHE") or "0").lower() in ("1", "true", "yes", "on"),
+        drift=DriftPolicy(window=_int(env, "TRIAGE_DRIFT_WINDOW", 200, 10, 1_000_000),
+                          baseline=_int(env, "TRIAGE_DRIFT_BASELINE", 500, 10, 1_000_000),
+                          trip_at=trip_at, clear_at=clear_at,
+                          action=_choice(env, "TRIAGE_DRIFT_ACTION", get_args(DriftAction)),
+                          classifiers=_names(env, "TRIAGE_DRIFT_CLASSIFIERS", ",".join(CLASSIFIERS),
+                                             CLASSIFIERS)),
+        loop=LoopGuards(max_tool_calls=_int(env, "TRIAGE_MAX_TOOL_CALLS", 5, 0, 100),
+                        max_calls=_int(env, "TRIAGE_BUDGET_CALLS", 16, 1, 1000),
+                        max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000, 100, 100_000_000)),
+        response_cache=_flag(env, "TRIAGE_RESPONSE_CACHE"),
         kafka=kafka_properties(env),
-        model_outage=env.get("TRIAGE_MODEL_OUTAGE") or "dlq",
+        model_outage=_choice(env, "TRIAGE_MODEL_OUTAGE", get_args(ModelOutage)),  # type: ignore[arg-type]
     )
+
+
+def _data_dir(env: Mapping[str, str]) -> Path:
+    raw = _raw(env, "TRIAGE_DATA")
+    if raw is None:
+        return REPO_ROOT / "deploy" / "sample"
+    if not Path(raw).is_dir():
+        raise SystemExit(f"TRIAGE_DATA must be a folder (of tickets.jsonl and kb/), got {raw!r}")
+    return Path(raw)

@@ -5,8 +5,10 @@ chain is tried; anything else becomes a dead-letter record with ``dlq.reason = e
 
     TriageError
     ├── InputError                      (never retryable: the bytes themselves are wrong)
-    │   ├── MalformedInput              MALFORMED       not JSON / not Avro / empty value
-    │   ├── EncodingError               ENCODING        text is not UTF-8
+    │   ├── MalformedInput              MALFORMED       not JSON / not Avro / empty value / JSON nested past
+    │   │                                               the parser / an identifier (tenant, ticket, customer,
+    │   │                                               channel, correlation ID) with a control character
+    │   ├── EncodingError               ENCODING        text is not UTF-8, or JSON spells a lone surrogate
     │   ├── SchemaInvalid               SCHEMA_INVALID  missing or mistyped fields, blank body
     │   │   └── UnknownSchema           MALFORMED       Confluent schema id we cannot resolve
     │   ├── Oversized                   OVERSIZED       body or record over the configured limit

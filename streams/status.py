@@ -6,8 +6,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from processors.registry import build
+from streams.client import visible
 from streams.config import Settings
 from streams.kafka_io import base_config
 from streams.services import proc
@@ -148,28 +150,37 @@ def _drift(settings: Settings) -> dict[str, Any]:
         return {"error": f"redis unavailable: {exc}"}
 
 
+def _cell(value: Any) -> Text:
+    # Every value shown is data (topic and process names, Redis fields, a broker's error): never markup.
+    return Text(visible("-" if value is None else value))
+
+
 def render(doc: dict[str, Any], console: Console) -> None:
     if not doc["reachable"]:
-        console.print(f"[red]Kafka at {doc['bootstrap']} is not reachable[/red]: {doc.get('error')}")
+        console.print(Text.assemble((visible(f"Kafka at {doc['bootstrap']} is not reachable"), "red"),
+                                    f": {visible(doc.get('error'))}"))
     t = Table(title="steps (lag counts transaction markers too)")
     for col in ("step", "workers", "lag", "in flight", "records/s", "DLQ/s", "model errors/s"):
         t.add_column(col)
     for step, s in doc["steps"].items():
-        t.add_row(step, str(s["workers"]), str(s["lag"]), str(int(s.get("in_flight", 0))),
-                  str(s.get("records_per_s", "-")), str(s.get("dead_letters_per_s", "-")),
-                  str(s.get("model_errors_per_s", "-")))
+        t.add_row(*map(_cell, (step, s["workers"], s["lag"], int(s.get("in_flight", 0)), s.get("records_per_s", "-"),
+                               s.get("dead_letters_per_s", "-"), s.get("model_errors_per_s", "-"))))
     console.print(t)
     t2 = Table(title="terminal topics (records, incl. transaction markers)")
     t2.add_column("topic")
     t2.add_column("depth")
     for topic, depth in doc["terminal"].items():
-        t2.add_row(topic, str(depth))
+        t2.add_row(_cell(topic), _cell(depth))
     console.print(t2)
     drift = doc.get("drift") or {}
     if "error" in drift:
-        console.print(f"drift monitors: {drift['error']}")
+        console.print(Text(visible(f"drift monitors: {drift['error']}")))
     else:
-        console.print("drift monitors: " + ", ".join(
-            f"{c} {'[red]TRIPPED[/red]' if d.get('tripped') == '1' else 'ok'} (score {d.get('score', '-')}, {d.get('seen', 0)} seen)"
-            for c, d in drift.items()))
-    console.print("processes: " + (", ".join(f"{n}={p}" for n, p in sorted(doc["processes"].items())) or "none"))
+        line = Text("drift monitors: ")
+        for i, (c, d) in enumerate(drift.items()):
+            line.append((", " if i else "") + visible(c) + " ")
+            line.append("TRIPPED" if d.get("tripped") == "1" else "ok", "red" if d.get("tripped") == "1" else "")
+            line.append(visible(f" (score {d.get('score', '-')}, {d.get('seen', 0)} seen)"))
+        console.print(line)
+    console.print(Text(visible("processes: " + (", ".join(f"{n}={p}" for n, p in sorted(doc["processes"].items()))
+                                                or "none"))))
