@@ -48,7 +48,7 @@ ModelOutage = Literal["dlq", "wait"]
 DriftAction = Literal["fallback", "human"]
 # Read outside load() (the worker, the supervisor, the metrics server, the queue page), still checked here.
 READ_ELSEWHERE = ("TRIAGE_INSTANCE", "TRIAGE_METRICS_PORT", "TRIAGE_METRICS_BASE_PORT", "TRIAGE_METRICS_HOST",
-                  "TRIAGE_UI_TOKENS")
+                  "TRIAGE_UI_TOKENS", "TRIAGE_UI_TOKENS_FILE")
 
 
 def redact(props: Mapping[str, str]) -> dict[str, str]:
