@@ -224,7 +224,7 @@ def kb_load(directory: Optional[Path] = typer.Argument(None, help="Folder of <te
 @dlq_app.command("list")
 def dlq_list(step: Optional[str] = typer.Argument(None, help="Only this step's DLQ."),
              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Dead letters by step and reason, with how many were replayed."""
+    """Dead letters by step and reason, with how many were replayed or answered by hand."""
     from rich.table import Table
 
     from streams import dlq
@@ -232,18 +232,20 @@ def dlq_list(step: Optional[str] = typer.Argument(None, help="Only this step's D
     if step is not None and step not in STEPS:
         _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
     try:
-        table = dlq.summary(dlq.scan(s.bootstrap, [step] if step else None), dlq.replayed_ids(s.bootstrap))
+        from streams.ledger import read_decisions
+        table = dlq.summary(dlq.scan(s.bootstrap, [step] if step else None), read_decisions(s.bootstrap))
     except KafkaFailure as exc:
         _fail(str(exc))
     if as_json:
         print(json_text(table, indent=2))
         return
     t = Table(title="dead letters")
-    for col in ("step", "reason", "count", "replayed"):
+    for col in ("step", "reason", "count", "replayed", "answered"):
         t.add_column(col)
     for st, reasons in sorted(table.items()):
         for reason, c in sorted(reasons.items()):
-            t.add_row(_cell(st), _cell(reason), _cell(c["count"]), _cell(c.get("replayed", 0)))
+            t.add_row(_cell(st), _cell(reason), _cell(c["count"]), _cell(c.get("replayed", 0)),
+                      _cell(c.get("answered", 0)))
     out.print(t if table else Text("no dead letters"))
 
 
@@ -284,6 +286,7 @@ def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters
     verb = "would replay" if dry_run else "replayed"
     _say(f"{report.selected} selected, {verb} {len(report.ids) if dry_run else report.replayed}, "
               f"{report.already} already replayed before"
+              + (f", {report.answered} answered by hand (never replayed)" if report.answered else "")
               + (f", {report.truncated} kept only in part (too big; the whole record is at its dlq.source)"
                  if report.truncated else ""))
     if dry_run:

@@ -28,7 +28,8 @@ from streams.ui import views
 from streams.kafka_io import KafkaFailure
 from streams.ui.auth import COOKIE, LOGIN_COOKIE, LOGIN_FORM_TTL_S, Auth, FailureLimiter, Session
 from streams.ui.queue import (DEAD_LETTER, ESCALATION, MAX_ANSWER_CHARS, Gone, NotAnswerable, QueueError, QueueIndex,
-                              Resolver, case_for_answer, ensure_resolutions_topic)
+                              case_for_answer, ensure_resolutions_topic)
+from streams.ui.resolve import Resolver
 
 log = logging.getLogger("triage.ui")
 
@@ -403,7 +404,7 @@ async def api_ticket(request: web.Request) -> web.Response:
         return web.json_response({"error": "gone: the record is no longer in Kafka"}, status=410)
     body = _summary(index, tenant, e)
     body.update({"headers": dict(e.headers), "value": e.value(), "resolution": index.resolution(tenant, e),
-                 "replay": index.replay_of(e), "answerable": _answerable(e, tenant)})
+                 "replay": index.replay_of(e), "answerable": body["status"] == "open" and _answerable(e, tenant)})
     return web.json_response(body, dumps=_dumps)
 
 
@@ -428,8 +429,14 @@ async def api_answer(request: web.Request) -> web.Response:
     try:
         result = await _in_thread(request.app[RESOLVER].answer, tenant, e, text)
     except QueueError as exc:
-        return web.json_response({"error": str(exc)}, status=exc.status)
+        return _api_error(exc)
     return web.json_response(result)
+
+
+def _api_error(exc: QueueError) -> web.Response:
+    """A refused action as data: what happened (``error``) and a code a program reads (ALREADY_ANSWERED...)."""
+    return web.json_response({"error": str(exc), "code": getattr(exc, "code", type(exc).__name__)},
+                             status=exc.status)
 
 
 async def api_replay(request: web.Request) -> web.Response:
@@ -441,7 +448,7 @@ async def api_replay(request: web.Request) -> web.Response:
     try:
         report = await _in_thread(request.app[RESOLVER].replay, tenant, e)
     except QueueError as exc:
-        return web.json_response({"error": str(exc)}, status=exc.status)
+        return _api_error(exc)
     return web.json_response(report)
 
 

@@ -1,5 +1,5 @@
 """The human queue behind the page: what is in it (:class:`QueueIndex`) and what a person does with it
-(:class:`Resolver`).
+(:mod:`streams.ui.resolve`).
 
 Reading: one background consumer (a thread, ``read_committed``, no consumer group, nothing committed) reads
 ``tickets.escalations``, every ``tickets.dlq.<step>``, the replay ledger ``triage.dlq.replays`` and the
@@ -13,10 +13,8 @@ header (ingest failed before it knew the tenant), so for them the tenant the tic
 (``tenant_id`` of the JSON or Avro body, when it parses). Entries whose header and Case disagree belong to no
 one and are shown to no one.
 
-Answering: the answer (the queued Case with ``reply`` = the text, ``writer_model = "human"``) goes to
-``tickets.responses`` and the resolution to the compacted ``triage.human.resolutions`` (key
-``<tenant>/<topic>/<partition>/<offset>``) in one Kafka transaction (``transactional.id`` ``triage.ui.<tenant>``),
-so a ticket is never answered without leaving the queue, nor leaves it unanswered.
+Answering and replaying are :mod:`streams.ui.resolve`'s: decided against the ledger after fencing, never
+against this index.
 """
 from __future__ import annotations
 
@@ -28,14 +26,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from processors.case import evolve, new_case
-from streams import avro, dlq
+from processors.case import new_case
+from streams import avro
 from streams.client import RecordReader, behind, decode_value
-from streams.kafka_io import KafkaFailure, base_config, encode_headers, producer_config
-from streams.records import CARRIED_HEADERS, decode_key, message_headers
-from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, RESPONSES, STEPS, TOPIC_SCHEMA, dlq_topic
+from streams.kafka_io import KafkaFailure, base_config
+from streams.records import decode_key, message_headers
+from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, STEPS, TOPIC_SCHEMA, dlq_topic
 
 log = logging.getLogger("triage.ui")
 
@@ -430,126 +428,3 @@ def case_for_answer(entry: Entry, tenant: str) -> dict[str, Any]:
             case["trail"] = [f"ingest: dead-lettered ({entry.reason})"]
             return case
     raise NotAnswerable("this entry carries no ticket that can be answered")
-
-
-class Resolver:
-    """The write side: answers by hand (one transaction per answer) and replays of dead letters."""
-
-    def __init__(self, bootstrap: str, index: QueueIndex) -> None:
-        self.bootstrap = bootstrap
-        self.index = index
-        self._producers: dict[str, Producer] = {}
-        self._tenant_locks: dict[str, threading.Lock] = {}
-        self._step_locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def _lock(self, table: dict[str, threading.Lock], name: str) -> threading.Lock:
-        with self._guard:
-            return table.setdefault(name, threading.Lock())
-
-    def close(self) -> None:
-        for p in self._producers.values():
-            p.flush(5)
-        self._producers.clear()
-
-    # ---- answer by hand --------------------------------------------------------------------------------
-    def answer(self, tenant: str, entry: Entry, text: str, *, now: Callable[[], float] = time.time) -> dict[str, Any]:
-        if entry.tenant != tenant:
-            raise QueueError("not this tenant's entry")
-        text = text.strip()
-        if not text:
-            raise NotAnswerable("the answer is empty")
-        if len(text) > MAX_ANSWER_CHARS:
-            raise NotAnswerable(f"the answer has {len(text)} characters; the limit is {MAX_ANSWER_CHARS}")
-        key = resolution_key(tenant, entry)
-        with self._lock(self._tenant_locks, tenant):
-            if self.index.resolution(tenant, entry) is not None:
-                raise AlreadyResolved("this entry has already been answered")
-            case = case_for_answer(entry, tenant)
-            out = evolve(case, "human: answered by hand in the queue", reply=text, writer_model="human",
-                         citations=[], route="human")
-            cid = entry.correlation_id or case["correlation_id"]
-            headers = {k: entry.headers[k] for k in CARRIED_HEADERS if entry.headers.get(k)}
-            headers.update({"correlation_id": cid, "tenant_id": tenant, "attempt": str(entry.attempt),
-                            "resolution": "human", "resolves": entry.id})
-            ts = int(now() * 1000)
-            info = {"resolution": "human", "correlation_id": cid, "attempt": entry.attempt, "resolved_at_ms": ts,
-                    "response_topic": RESPONSES}
-            delivered = self._transact(tenant, [
-                (RESPONSES, cid, avro.encode(avro.CASE, out), headers),
-                (RESOLUTIONS, key, json.dumps(info).encode(), {"tenant_id": tenant}),
-            ])
-            response = delivered[0]
-            info["response"] = f"{response[0]}/{response[1]}/{response[2]}"
-            self.index.note_resolution(key, info)
-        log.info("tenant %s answered %s (correlation id %s) by hand -> %s", tenant, entry.id, cid, info["response"])
-        return {"resolves": entry.id, "correlation_id": cid, "attempt": entry.attempt, "response": info["response"],
-                "resolution_key": key}
-
-    def _producer(self, tenant: str) -> Producer:
-        p = self._producers.get(tenant)
-        if p is None:
-            p = Producer(producer_config(self.bootstrap, f"triage.ui.{tenant}", {"log_level": 3}))
-            p.init_transactions(30)
-            self._producers[tenant] = p
-        return p
-
-    def _transact(self, tenant: str, records: list[tuple[str, str, bytes, dict[str, str]]]) -> list[tuple[str, int, int]]:
-        """Produce ``records`` in one transaction; the (topic, partition, offset) of each, in order."""
-        for attempt in (1, 2):
-            p = self._producer(tenant)
-            delivered: dict[int, tuple[str, int, int]] = {}
-            errors: list[str] = []
-
-            def report(i: int) -> Callable[[KafkaError | None, Any], None]:
-                def cb(err: KafkaError | None, msg: Any) -> None:
-                    if err is not None:
-                        errors.append(str(err))
-                    else:
-                        delivered[i] = (msg.topic(), msg.partition(), msg.offset())
-                return cb
-
-            try:
-                p.begin_transaction()
-                for i, (topic, key, value, headers) in enumerate(records):
-                    p.produce(topic, key=key.encode(), value=value, headers=encode_headers(headers),
-                              on_delivery=report(i))
-                p.flush(30)
-                if errors or len(delivered) != len(records):
-                    raise KafkaException(KafkaError(KafkaError._FAIL, f"not delivered: {errors}"))
-                p.commit_transaction(30)
-                return [delivered[i] for i in range(len(records))]
-            except KafkaException as exc:
-                try:
-                    p.abort_transaction(10)
-                except KafkaException:
-                    pass
-                # A fenced or otherwise broken producer is replaced; the aborted transaction left nothing.
-                self._producers.pop(tenant, None)
-                if attempt == 2:
-                    raise KafkaFailure.of(exc) from exc
-                log.warning("answer transaction for tenant %s failed (%s); retrying once", tenant, exc)
-        raise AssertionError("unreachable")
-
-    # ---- replay ----------------------------------------------------------------------------------------
-    def replay(self, tenant: str, entry: Entry) -> dict[str, Any]:
-        if entry.tenant != tenant:
-            raise QueueError("not this tenant's entry")
-        if entry.kind != DEAD_LETTER:
-            raise NotReplayable("only dead letters can be replayed")
-        if not entry.correlation_id:
-            raise NotReplayable("this dead letter has no correlation ID; replay it with `triage dlq replay`")
-        if not entry.source_topic:
-            raise NotReplayable("this dead letter has no dlq.source header; there is nowhere to replay it")
-        step = entry.replay_step
-        with self._lock(self._step_locks, step):
-            # By entry id: exactly this entry, never another tenant's that shares its correlation ID.
-            report = dlq.replay(self.bootstrap, step, entry_id=entry.id)
-        info = {"ts": str(int(time.time() * 1000)), "correlation_id": entry.correlation_id, "by": "ui"}
-        self.index.note_replays(report.ids, info)
-        if entry.id not in report.ids and report.already and self.index.replay_of(entry) is None:
-            self.index.note_replays([entry.id], info)  # "already": the ledger has it; the index will too
-        log.info("tenant %s replayed %s (correlation id %s): %d sent, %d already", tenant, entry.id,
-                 entry.correlation_id, report.replayed, report.already)
-        return {"selected": report.selected, "replayed": report.replayed, "already": report.already,
-                "ids": list(report.ids)}

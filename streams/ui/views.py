@@ -255,7 +255,9 @@ def ticket_page(tenant: str, csrf: str, e: Entry, *, status: str, value: Any, ca
 
     base = ticket_url(e)
     hidden = f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
-    if resolution is None and answerable:
+    # Neither button once the entry is decided: an answered entry is never replayed, a replayed one never
+    # answered (the ledger refuses both anyway; this page may be a moment behind it).
+    if resolution is None and replay is None and answerable:
         parts.append(f'<h2>Answer by hand</h2><form method="post" action="{base}/answer" class="card">{hidden}'
                      f'<textarea name="text" id="answer" required maxlength="20000" '
                      f'placeholder="Your reply to the customer"></textarea>'
