@@ -15,7 +15,11 @@ from functools import lru_cache
 
 # ---- normalisation --------------------------------------------------------------------------------------
 
-_INVISIBLE = {"Cf", "Cc", "Cs", "Co", "Cn"}  # format (zero-width, bidi), control, surrogate, private, unassigned
+# Format (zero-width, joiners, bidi controls, soft hyphen, tags) and control characters, and private use: they
+# show nothing, so inside a word they only hide it from a pattern. Line breaks and tabs are spaces.
+_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                        "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"
+                        "\ue000-\uf8ff\U000e0000-\U000e0fff\U000f0000-\U0010ffff]")
 # Letters of other scripts that look like Latin ones: swapped into a Latin word ("ignоre" with a Cyrillic o)
 # they hide it from a pattern. Only words that mix scripts are mapped, so Russian text stays Russian.
 _CONFUSABLES = str.maketrans({
@@ -23,43 +27,24 @@ _CONFUSABLES = str.maketrans({
     "ԁ": "d", "һ": "h", "ӏ": "l", "ɡ": "g", "α": "a", "ε": "e", "ο": "o", "ρ": "p", "ι": "i", "κ": "k",
     "ν": "v", "τ": "t", "υ": "u",
 })
-_LATIN = re.compile(r"[a-z]")
-_NON_LATIN_LOOKALIKE = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0250-\u02af]")
+_LOOKALIKE = "\u0250-\u02af\u0370-\u03ff\u0400-\u052f"
+_HAS_LOOKALIKE = re.compile(f"[{_LOOKALIKE}]")
+_MIXED_WORD = re.compile(f"(?=\\w*[a-z])(?=\\w*[{_LOOKALIKE}])\\w+")
+_ACCENT = re.compile(r"(?<=[a-z])[\u0300-\u036f]+")  # combining marks on a Latin letter, after NFD
 _WORDS = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
-
-
-def _strip_latin_accents(text: str) -> str:
-    """``crítico`` -> ``critico``, ``réinitialiser`` -> ``reinitialiser``; kana and other scripts unchanged."""
-    out: list[str] = []
-    for ch in unicodedata.normalize("NFD", text):
-        if unicodedata.category(ch) == "Mn" and out and "a" <= out[-1] <= "z":
-            continue
-        out.append(ch)
-    return unicodedata.normalize("NFC", "".join(out))
-
-
-def _unmix(match: re.Match[str]) -> str:
-    word = match.group(0)
-    if _LATIN.search(word) and _NON_LATIN_LOOKALIKE.search(word):
-        return word.translate(_CONFUSABLES)
-    return word
 
 
 def normalise(text: str) -> str:
     """The form every screen and leak check reads: NFKC (full-width letters become ASCII), case folded,
     invisible and control characters dropped (a zero-width space inside a word joins it again), Latin accents
-    removed, look-alike letters in mixed-script words mapped to Latin, whitespace runs collapsed to one space."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    kept = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if ch in "\t\n\r\v\f\x1c\x1d\x1e\x1f\x85\u2028\u2029":
-            kept.append(" ")  # a line or tab still separates words
-        elif cat not in _INVISIBLE:
-            kept.append(ch)
-    text = _strip_latin_accents("".join(kept))
-    text = _WORDS.sub(_unmix, text)
+    removed (kana and other scripts keep theirs), look-alike letters in mixed-script words mapped to Latin,
+    whitespace runs (line breaks and tabs included) collapsed to one space."""
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text).casefold())
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", _ACCENT.sub("", unicodedata.normalize("NFD", text)))
+        if _HAS_LOOKALIKE.search(text):
+            text = _MIXED_WORD.sub(lambda m: m.group(0).translate(_CONFUSABLES), text)
     return _SPACE.sub(" ", text).strip()
 
 
