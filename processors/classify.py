@@ -7,6 +7,7 @@ decides between degrading and a human, so the ticket still reaches exactly one t
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from processors import prompts
@@ -17,17 +18,44 @@ from streams.step import StepContext
 from streams.topology import CLASSIFIED, VALID
 
 
+# An ISO 639 code with an optional region or script ("it", "pt-br", "zh-hans"): a language we do not serve is a
+# valid answer of the language classifier (the router escalates it), a made-up word ("klingon") is not.
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{2,8})?")
+
+
+# Three-letter codes (ISO 639-2) of the served languages, so "eng" or "en-GB" is English and not "unsupported".
+_SERVED_ALIASES = {"eng": "en", "spa": "es", "fra": "fr", "fre": "fr", "deu": "de", "ger": "de", "jpn": "ja"}
+
+
+def canonical_label(classifier: str, label: str) -> str | None:
+    """The label as the pipeline stores it, or None when it is not an answer this classifier may give."""
+    label = label.strip().lower()
+    if label in prompts.LABELS[classifier]:
+        return label
+    if classifier != "language":
+        return None
+    if label in prompts.UNSERVED_LANGUAGES:
+        return label
+    if not _LANGUAGE_CODE.fullmatch(label):
+        return None
+    base = re.split(r"[-_]", label)[0]
+    base = _SERVED_ALIASES.get(base, base)
+    return base if base in prompts.SERVED_LANGUAGES else label.replace("_", "-")
+
+
 def label_validator(classifier: str) -> Callable[[dict[str, Any]], tuple[str, float]]:
     allowed = prompts.LABELS[classifier]
 
     def check(doc: dict[str, Any]) -> tuple[str, float]:
         label = doc.get("label")
-        if not isinstance(label, str) or label.strip().lower() not in allowed:
-            raise InvalidModelOutput(f"{classifier} label {label!r} is not one of {', '.join(allowed)}")
+        canonical = canonical_label(classifier, label) if isinstance(label, str) else None
+        if canonical is None:
+            extra = " (or a language code, other, mixed)" if classifier == "language" else ""
+            raise InvalidModelOutput(f"{classifier} label {label!r} is not one of {', '.join(allowed)}{extra}")
         conf = doc.get("confidence")
         if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= float(conf) <= 1.0:
             raise InvalidModelOutput(f"{classifier} confidence {conf!r} is not a number in [0, 1]")
-        return label.strip().lower(), float(conf)
+        return canonical, float(conf)
 
     return check
 

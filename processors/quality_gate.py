@@ -12,7 +12,7 @@ from typing import Any
 from processors import prompts
 from processors.case import evolve
 from processors.generate import hops, question_key
-from processors.injection import leaks_prompt, mentions_other_tenant
+from processors.injection import leaks_prompt, mentions_other_tenant, quotes_documents
 from streams.errors import InvalidModelOutput, StateError
 from streams.records import Emit, Record
 from streams.step import StepContext
@@ -32,16 +32,22 @@ def judge_validator(doc: dict[str, Any]) -> tuple[float, bool, dict[str, bool]]:
     return float(score), passed, {str(k): v for k, v in checks.items()}
 
 
-def guard_checks(case: dict[str, Any], tenants: tuple[str, ...]) -> dict[str, bool]:
-    """Checks the judge cannot overrule: what an obedient or confused model would leak."""
+def guard_checks(case: dict[str, Any], tenants: tuple[str, ...], foreign_docs: list[dict[str, Any]] | None = None,
+                 own_docs: list[dict[str, Any]] | None = None) -> dict[str, bool]:
+    """Checks the judge cannot overrule: what an obedient or confused model would leak. ``foreign_docs`` are
+    the other tenants' documents: a reply quoting one (six words in a row that neither the ticket nor its own
+    tenant's documents have) leaked it, whether or not it names that tenant."""
     reply = case.get("reply") or ""
     given = {d["doc_id"] for d in case.get("documents") or []}
     cited_in_text = set(_CITE.findall(reply))
+    own = {f"{d.get('title', '')} {d.get('body', '')}" for d in [*(case.get("documents") or []), *(own_docs or [])]}
+    customer = f"{case['ticket'].get('subject', '')} {case['ticket'].get('body', '')}"  # quoting it is fine
     return {
         "guard_non_empty": bool(reply.strip()),
         "guard_citations_given": set(case.get("citations") or []) <= given and cited_in_text <= given,
         "guard_no_prompt_leak": not leaks_prompt(reply),
-        "guard_no_other_tenant": not mentions_other_tenant(reply, case["tenant_id"], tenants),
+        "guard_no_other_tenant": not mentions_other_tenant(reply, case["tenant_id"], tenants)
+        and not quotes_documents(reply, foreign_docs or [], own, customer),
     }
 
 
@@ -50,12 +56,36 @@ class QualityGate:
     inputs = (DRAFTS,)
     stateful = False
 
+    def __init__(self) -> None:
+        # tenant -> (kb version, its documents): read through that tenant's own store, only to compare against
+        self._kbs: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+
+    async def _kb_by_tenant(self, ctx: StepContext) -> dict[str, list[dict[str, Any]]]:
+        """Every configured tenant's documents. Without Redis there is nothing to compare against (and no
+        retrieval either); the name check still holds."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for other in ctx.settings.tenants:
+            store = ctx.store(other)
+            if store is None:
+                continue
+            try:
+                version = await store.kb_version()
+                cached = self._kbs.get(other)
+                if cached is None or cached[0] != version:
+                    cached = self._kbs[other] = (version, await store.kb_docs())
+            except StateError:
+                cached = self._kbs.get(other)  # the last copy read, if any
+            out[other] = cached[1] if cached else []
+        return out
+
     async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
         case = record.value
         result = await ctx.models.complete_json(ctx.settings.policy("gate"), prompts.judge(case), judge_validator,
                                                 memo=ctx.memo(record, case["tenant_id"]))
         score, passed, checks = result.value
-        checks = {**checks, **guard_checks(case, ctx.settings.tenants)}
+        kbs = await self._kb_by_tenant(ctx)
+        foreign = [d for t, docs in kbs.items() if t != case["tenant_id"] for d in docs]
+        checks = {**checks, **guard_checks(case, ctx.settings.tenants, foreign, kbs.get(case["tenant_id"]))}
         passed = passed and all(checks.values())
         gate = {"score": score, "passed": passed, "checks": checks, "model": result.model}
         history = [*case.get("gate_history", []), gate]

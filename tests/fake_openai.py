@@ -28,6 +28,12 @@ Modes (per requested model id; see :func:`parse_mode`):
 * ``flaky:<p>``: a 500 with probability ``p``, else the offline answer. The draw is a hash of the model id
   and its call number since the mode was set, so a run is reproducible.
 * ``down``: the connection is closed without a response (the client sees a connection error).
+* ``obedient``: a model that does whatever the ticket text could ask, however it is worded: the priority
+  classifier answers ``critical`` (0.99) when the text names any urgency at all (in any spelling, spacing,
+  case, script or width; matched on the letters alone, not by the pipeline's own normaliser); the writer
+  appends its system prompt (plain, spaced out, with zero-width spaces, full-width or upper case) and/or a
+  verbatim document of another sample tenant (not naming it); the judge passes every draft. Other
+  classifiers answer normally. (``obey``, older, only follows the literal word "critical".)
 
 Requests that the offline provider would reject (bad JSON, missing fields) are still rejected with its 400
 in the modes that produce an answer (ok, slow, latency, garbage, empty, badlabel, drift, flaky's successes).
@@ -47,12 +53,14 @@ import json
 import logging
 import math
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict, deque
@@ -124,7 +132,7 @@ class Mode:
 
 
 OK = Mode("ok")
-_BARE = ("ok", "garbage", "empty", "badlabel", "down", "toolonce", "toolrepeat", "toolvary", "obey")
+_BARE = ("ok", "garbage", "empty", "badlabel", "down", "toolonce", "toolrepeat", "toolvary", "obey", "obedient")
 _TOOL_MODES = ("toolonce", "toolrepeat", "toolvary")
 _VARY_WORDS = ("refund", "invoice", "password", "webhook", "trial", "ownership", "deletion", "proration",
                "declined", "sync", "authenticator", "outage", "export", "billing", "address")
@@ -339,6 +347,66 @@ def _perturb(mode: Mode, base: str, request_doc: dict[str, Any], content: str) -
     return json.dumps({"score": 7, "passed": "maybe", "checks": {"vibes": True}})
 
 
+# What "obedient" hears as a demand for urgency: letters only, so no spacing, zero-width character, case, accent
+# or width hides it from the model (a real model reads through all of those).
+_URGENCY = ("critical", "critico", "critica", "critique", "kritisch", "urgent", "dringend", "emergency", "p0",
+            "sev0", "highestpriority", "toppriority", "緊急", "紧急", "重大", "至急", "最優先", "срочн", "критич")
+
+
+def _letters(text: str) -> str:
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text)).casefold()
+    return "".join(ch for ch in text if ch.isalnum() and unicodedata.category(ch) != "Mn")
+
+
+def _sample_kb() -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((REPO_ROOT / "deploy" / "sample" / "kb").glob("*.jsonl")):
+        out[path.stem] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return out
+
+
+_KB = _sample_kb()
+
+
+def _disguise(text: str, how: int) -> str:
+    """The leaked prompt as an obedient model might be told to spell it."""
+    if how == 1:
+        return "  ".join(text.split(" "))
+    if how == 2:
+        return "\u200b".join(text.split(" "))
+    if how == 3:
+        return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+    if how == 4:
+        return text.upper()
+    return text
+
+
+def _obedient(body: dict[str, Any], base: str, message: dict[str, Any]) -> None:
+    """Rewrites ``message`` (the offline answer) as a model that obeys the ticket."""
+    user = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+    system = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "system"]
+    doc = json.loads(_text(user[-1].get("content")))
+    ticket = doc.get("ticket") if isinstance(doc.get("ticket"), dict) else doc
+    text = f"{ticket.get('subject', '')}\n{ticket.get('body', '')}"
+    if base == "offline-priority":
+        if any(word in _letters(text) for word in _URGENCY):
+            message["content"] = json.dumps({"label": "critical", "confidence": 0.99})
+    elif base.startswith("offline-writer"):
+        answer = json.loads(message["content"])
+        pick = int(hashlib.sha256(text.encode()).hexdigest(), 16)
+        if pick % 3 != 1 and system:  # the prompt, in one of five spellings
+            answer["reply"] += "\n\nAs requested, my instructions: " + _disguise(_text(system[0].get("content")),
+                                                                               pick // 3 % 5)
+        others = [(t, d) for t, docs in sorted(_KB.items()) if t != ticket.get("tenant_id") for d in docs]
+        if pick % 3 != 0 and others:  # another tenant's document, word for word, its name left out
+            tenant, other = others[pick % len(others)]
+            quote = re.sub(rf"\b{re.escape(tenant)}\b", "the company", other["body"], flags=re.IGNORECASE)
+            answer["reply"] += "\n\nHere is what another company does: " + quote
+        message["content"] = json.dumps(answer, ensure_ascii=False)
+    elif base == "offline-judge":
+        message["content"] = json.dumps({"score": 1.0, "passed": True, "checks": {"told_to_pass": True}})
+
+
 def _answer(body: dict[str, Any], model: str, base: str, mode: Mode) -> web.Response:
     try:
         completion = _complete({**body, "model": base})
@@ -359,6 +427,9 @@ def _answer(body: dict[str, Any], model: str, base: str, mode: Mode) -> web.Resp
                 "tool_calls": [{"id": f"call_{tool_results}", "type": "function",
                                 "function": {"name": "search_kb", "arguments": json.dumps({"query": query})}}]}
             completion["choices"][0]["finish_reason"] = "tool_calls"
+        return web.json_response(completion)
+    if mode.kind == "obedient":
+        _obedient(body, base, completion["choices"][0]["message"])
         return web.json_response(completion)
     if mode.kind == "obey":
         # A model that does what the ticket text says: leaks its instructions and names the other tenant.

@@ -40,6 +40,27 @@ DIACRITICS: dict[str, str] = {
     "de": "äöüß",
 }
 
+# Languages we do NOT serve, known only so the classifier can say "not one of ours" instead of picking the
+# nearest served language (Italian and Portuguese read as Spanish or French otherwise). Their votes never
+# become a served label; words shared with a served language vote for both, and the margin decides.
+UNSERVED_STOPWORDS: dict[str, frozenset[str]] = {
+    "it": frozenset("""il lo gli della dello delle degli dei nel nella nei sul sulla alla alle al di da
+        dal dalla che non per con è sono mio mia miei mie ho hai ha abbiamo questo questa questi quello
+        quella ma anche già più molto come quando perché grazie ancora sempre mai ogni volte ieri oggi
+        vostro vostra nostro nostra mi ci vi si sia stato stata""".split()),
+    "pt": frozenset("""o os um uma uns umas do da dos das em no na nos nas não é são está estão foi meu
+        minha meus minhas seu sua nosso nossa com por para como quando porque mas muito também já há
+        obrigado obrigada você vocês ele ela isso este esta esse essa ao aos pelo pela pelos pelas
+        ainda sempre nunca duas vezes ontem hoje foram tenho temos""".split()),
+    "nl": frozenset("""de het een en of is zijn was werd mijn ons onze uw jullie wij ik je het van voor
+        op in met aan bij uit niet geen ook nog al wel heel naar dat die deze dit hoe wat wanneer waarom
+        graag bedankt alstublieft twee keer gisteren vandaag""".split()),
+}
+UNSERVED_DIACRITICS: dict[str, str] = {
+    "it": "ìò",
+    "pt": "ãõ",
+}
+
 # --- intent -------------------------------------------------------------------------------------
 INTENT: dict[str, dict[str, float]] = {
     "billing": {
