@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test up down lint clean
+.PHONY: setup deps deps-test demo test up down lint clean
 
 $(BIN)/triage: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,10 +13,17 @@ $(BIN)/triage: pyproject.toml
 
 setup: $(BIN)/triage
 
-demo: setup
+# System packages (Java, Maven, redis-server, python3-venv; Chromium for the tests): installed when root, else named.
+deps:
+	@bash .ci/deps
+
+deps-test:
+	@bash .ci/deps --browser
+
+demo: deps setup
 	$(BIN)/triage demo
 
-test: setup
+test: deps-test setup
 	$(BIN)/pytest -q
 
 up: setup

@@ -78,6 +78,11 @@ class TicketProducer:
         if left or self._errors:
             raise RuntimeError(f"{left} tickets not delivered; errors: {self._errors[:5]}")
 
+    def close(self) -> None:
+        """Drop the broker connections now, not whenever the object is collected: a producer still open when
+        its broker stops prints librdkafka's ``FAIL ... Connection refused`` lines."""
+        self._p.close()
+
 
 def decode_value(topic: str, raw: bytes | None) -> Any:
     """A record's value for humans: Avro decoded by the topic's schema, else JSON, else text or base64."""

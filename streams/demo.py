@@ -68,10 +68,13 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
             docs = docs[:count]
         producer = TicketProducer(settings.bootstrap)
         expected: dict[str, dict[str, str]] = {}
-        for d in docs:
-            sent = producer.send(d)
-            expected[sent.correlation_id] = d.get("expected") or {}
-        producer.flush()
+        try:
+            for d in docs:
+                sent = producer.send(d)
+                expected[sent.correlation_id] = d.get("expected") or {}
+            producer.flush()
+        finally:
+            producer.close()  # an open client would print connection errors after the summary, when Kafka stops
         console.print(f"sent       {len(docs)} tickets from {path}")
         with Progress(TextColumn("waiting for outcomes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:

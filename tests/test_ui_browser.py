@@ -24,8 +24,16 @@ SCREENSHOT = REPO_ROOT / ".triage-ui-screenshot.png"
 
 import playwright.sync_api as playwright_api  # noqa: E402 - the test extra installs it
 
-# .ci/run installs Debian's chromium; without a browser this test fails, it does not pass silently.
-assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: apt-get install chromium (or set TRIAGE_CHROMIUM)"
+
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> str:
+    """The browser, checked before any stack starts (autouse, session scope: set up first). Without one this
+    module's tests fail with the reason, never skip, and never stop the rest of the run (an assert at import
+    used to interrupt pytest's whole collection). `make test` installs Debian's chromium when run as root."""
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set TRIAGE_CHROMIUM to a browser)",
+                    pytrace=False)
+    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
