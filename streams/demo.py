@@ -7,11 +7,12 @@ from collections import Counter
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from streams import stack
-from streams.client import TicketProducer, decode_value, wait_for_outcomes
+from streams.client import TicketProducer, decode_value, visible, wait_for_outcomes
 from streams.config import Settings
 from streams.services import ServiceError
 from streams.topology import CLASSIFIERS, ESCALATIONS, RESPONSES
@@ -75,7 +76,7 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
             producer.flush()
         finally:
             producer.close()  # an open client would print connection errors after the summary, when Kafka stops
-        console.print(f"sent       {len(docs)} tickets from {path}")
+        console.print(f"sent       {len(docs)} tickets from {escape(str(path))}")
         with Progress(TextColumn("waiting for outcomes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:
             task = bar.add_task("outcomes", total=len(expected))
@@ -88,7 +89,7 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
         (settings.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0 if summary["missing"] == 0 and summary["duplicates"] == 0 else 1
     except ServiceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(visible(str(exc)))}")
         return 1
     finally:
         if not keep:
@@ -107,4 +108,5 @@ def _print(s: dict[str, Any], console: Console) -> None:
                   f"(every model on every ticket: {s['all_models_calls_per_ticket']}); "
                   f"tokens per ticket: {s['tokens_per_ticket']}")
     for r in s["sample_replies"]:
-        console.print(f"[bold]{r['tenant']}[/bold] · {r['subject']}\n  {r['reply']}")
+        console.print(f"[bold]{escape(visible(r['tenant']))}[/bold] · {escape(visible(r['subject']))}\n  "
+                      f"{escape(visible(r['reply']))}")
