@@ -346,3 +346,15 @@ def test_guesses_spread_over_many_addresses_are_limited_together() -> None:
     assert limiter.retry_after("10.0.1.1") == 0
     limiter.failed("10.0.1.1")
     assert limiter.retry_after("10.0.1.2") == 1
+
+
+def test_a_forged_cookie_that_is_not_ascii_is_no_session() -> None:
+    """compare_digest raises on a str that is not ASCII: a forged session or login cookie must be refused, not
+    raise (which the page turned into a 500)."""
+    from streams.ui.auth import Auth
+
+    a = Auth({"acme": "t" * 24})
+    good = a.new_session("acme")
+    assert a.session(good) is not None
+    assert a.session(good[:-2] + "é") is None
+    assert a._login_payload(a.new_login_nonce()[:-1] + "é") is None

@@ -97,14 +97,8 @@ class Auth:
 
     def session(self, cookie: str | None, *, now: float | None = None) -> Session | None:
         """The session a cookie value stands for, if it is ours, intact, unexpired and of a known tenant."""
-        if not cookie or "." not in cookie or len(cookie) > 512:
-            return None
-        body, sig = cookie.rsplit(".", 1)
-        try:
-            payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if not hmac.compare_digest(sig, self._sign(payload)):
+        payload = self._signed_payload(cookie, 512)
+        if payload is None:
             return None
         try:
             tenant, expires, nonce = payload.split("|")
@@ -129,15 +123,21 @@ class Auth:
         payload = f"login|{int(time.time())}|{secrets.token_urlsafe(12)}"
         return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=") + "." + self._sign(payload)
 
-    def _login_payload(self, cookie: str | None) -> str | None:
-        if not cookie or "." not in cookie or len(cookie) > 256:
+    def _signed_payload(self, cookie: str | None, max_len: int) -> str | None:
+        """What a cookie of ours carries, if it is ours and intact."""
+        if not cookie or "." not in cookie or len(cookie) > max_len:
             return None
         body, sig = cookie.rsplit(".", 1)
         try:
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
         except (ValueError, UnicodeDecodeError):
             return None
-        if not hmac.compare_digest(sig, self._sign(payload)):
+        # bytes, since compare_digest raises on a str that is not ASCII (a forged cookie would be a 500)
+        return payload if hmac.compare_digest(sig.encode(), self._sign(payload).encode()) else None
+
+    def _login_payload(self, cookie: str | None) -> str | None:
+        payload = self._signed_payload(cookie, 256)
+        if payload is None:
             return None
         parts = payload.split("|")
         if len(parts) != 3 or parts[0] != "login" or not parts[1].isdigit():
