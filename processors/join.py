@@ -97,6 +97,9 @@ class Join:
         self._progress: dict[tuple[int, str], int] = {}
         self._state: dict[int, dict[str, dict[str, Any]]] = {}
         self._last_tick = 0
+        self._before: tuple[str, int, int, str, dict[str, Any] | None] | None = None
+        """(topic, partition, offset, state key, entry before) of the record handled last: when its outputs
+        then fail in the runtime (written after handle returned), on_failure puts the entry back first."""
 
     # ---- state lifecycle (called by the runtime) --------------------------------------------------------
     def restore(self, partitions: list[int], read_changelog: Callable[[int], Iterable[tuple[bytes | None, bytes | None]]]) -> None:
@@ -135,6 +138,7 @@ class Join:
         skey = f"{value['tenant_id']}/{value['correlation_id']}/{record.attempt}"
         table = self._state.setdefault(record.partition, {})
         old = table.get(skey)
+        self._before = (record.topic, record.partition, record.offset, skey, old)
         if record.topic == self.valid:
             return self._ticket(record, skey, old)
         return self._classification(record, skey, old)
@@ -206,7 +210,15 @@ class Join:
         if not tenant or not cid:
             return None
         skey = f"{tenant}/{cid}/{record.attempt}"
-        entry = self._state.setdefault(record.partition, {}).get(skey)
+        table = self._state.setdefault(record.partition, {})
+        if self._before is not None and self._before[:3] == (record.topic, record.partition, record.offset):
+            _, _, _, before_key, before = self._before
+            if before is None:
+                table.pop(before_key, None)
+            else:
+                table[before_key] = before  # none of this record's outputs was written: neither is its state
+        self._before = None
+        entry = table.get(skey)
         now = time.time()
         if record.topic == self.valid:
             if entry is not None and (entry.get("done") or entry.get("raw") is not None) \
@@ -226,7 +238,7 @@ class Join:
             "calls": 0, "tokens": 0}
         entry["early"] = early
         out = [self._changelog(record.partition, skey, entry)]
-        self._state[record.partition][skey] = entry
+        table[skey] = entry
         return out
 
     def tick(self, now_ms: int) -> list[Emit]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from confluent_kafka import Producer
@@ -90,12 +90,13 @@ class Lane:
 
 
 @pytest.fixture
-def lane(pipeline: Stack, monkeypatch: pytest.MonkeyPatch) -> Lane:
+def lane(pipeline: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lane]:
     lane = Lane(pipeline)
     # The runtime decodes its inputs by topic: these topics carry what the pipeline's join topics carry.
     monkeypatch.setitem(topology.TOPIC_SCHEMA, lane.valid, "dev.triage.Case")
     monkeypatch.setitem(topology.TOPIC_SCHEMA, lane.classified, "dev.triage.Classification")
-    return lane
+    yield lane
+    del lane.producer  # closed now, not at the end of the session after the broker has gone
 
 
 async def _until(check: Callable[[], bool], task: asyncio.Task[None], what: str, timeout: float = 60.0) -> None:
