@@ -20,7 +20,7 @@ def build(name: str, settings: Settings) -> Step:
     if name.startswith("classify-") and name in STEPS:
         return Classify(name.removeprefix("classify-"))
     if name == "join":
-        return Join(settings.join_timeout_s)
+        return Join(settings.join_timeout_s, max_value_bytes=settings.max_value_bytes)
     if name == "route":
         return Route()
     if name == "retrieve":

@@ -20,6 +20,8 @@ chain is tried; anything else becomes a dead-letter record with ``dlq.reason = e
     │   ├── ModelRejected               MODEL_REJECTED  4xx other than 429, not retryable
     │   └── InvalidModelOutput          INVALID_OUTPUT  unparseable JSON, label outside the set, empty reply
     ├── GuardTripped                    LOOP_CAP / LOOP_REPEAT / BUDGET / TENANT_MISMATCH
+    ├── DuplicateTicket                 DUPLICATE       a second ticket with the (tenant, correlation ID, attempt)
+    │                                                   of one the join holds or has just finished
     ├── StateError                      STATE_UNAVAILABLE (Redis down), retryable
     └── Outage                          MODEL_OUTAGE: every model of a chain is away and the policy is to
                                         wait for it (TRIAGE_MODEL_OUTAGE=wait), retryable until the deadline
@@ -109,6 +111,15 @@ class GuardTripped(TriageError):
     """A guard stopped the work on purpose; the ticket goes to a human with this code."""
 
     code = "GUARD"
+
+
+class DuplicateTicket(TriageError):
+    """A ticket whose (tenant, correlation ID, attempt) another ticket already holds at the join (in flight, or
+    finished within the join's retention). Merging the two would give one ticket the other's labels and leave
+    one of them without an outcome; dropping it would leave it without one silently. It is dead-lettered, and
+    the message names the record that holds the ID."""
+
+    code = "DUPLICATE"
 
 
 class StateError(TriageError):

@@ -32,6 +32,7 @@ waits for our pending transaction, KIP-447) never restores join state older than
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -45,7 +46,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams import avro, metrics, tracing
 from streams.context import RecordContext, bind, reset
-from streams.dead_letter import dead_letter_headers, dead_letter_id, fit_value
+from streams.dead_letter import MAX_VALUE_BYTES, dead_letter_headers, dead_letter_id, fit_value
 from streams.errors import ModelError, TriageError
 from streams.kafka_io import (KafkaFailure, base_config, consumer_config, encode_headers, producer_config, read_partition,
                               unread)
@@ -60,6 +61,8 @@ Event = tuple[str, list[tuple[str, int]]]
 Polled = list[Message] | Event
 """What a poll returns, in order: a run of records, or a rebalance event ("assign"/"revoke", partitions)."""
 
+STATE_OVERHEAD_BYTES = 64 * 1024
+"""What a changelog record may hold beyond the output limit (the join's bookkeeping beside a ticket's bytes)."""
 TXN_BUDGET_S = 25.0
 ABORT_TIMEOUT_S = 10.0
 COMMIT_DEADLINE_S = 45.0
@@ -80,6 +83,8 @@ class _Slot:
     dropped: bool = False
     outputs: list[Output] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    seq: int = 0
+    """When it finished, in the runner's order of outputs (see StepRunner._seq)."""
 
 
 @dataclass(eq=False)
@@ -143,7 +148,12 @@ class StepRunner:
         self._producer_conf = producer_config(self.settings.bootstrap, f"triage.{step.name}.{instance}",
                                               {**self.settings.kafka, **(producer_extra or {})})
         self._parts: dict[tuple[str, int], _Partition] = {}
-        self._extra: list[Output] = []
+        self._extra: list[tuple[int, list[Output]]] = []
+        """Outputs not of a record (the join's tick), each run with the sequence number it was made at."""
+        self._seq = itertools.count(1)
+        """Orders every run of outputs as it was made. A stateful step's changelog must end, per key, with the
+        state's last value: a tick's deletion of a key made before a later record wrote that key again must not be
+        produced after it, or a restore would lose the entry (and its ticket would never finish)."""
         self._events: list[Event] = []
         self._paused = False
         self._full_since: float | None = None
@@ -170,6 +180,7 @@ class StepRunner:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._stateful = bool(getattr(step, "stateful", False))
+        self._changelog: str = getattr(step, "changelog", JOIN_STATE)
         self._stuck = False
         self._aborts_in_row = 0
         self._timeouts_in_row = 0
@@ -356,7 +367,7 @@ class StepRunner:
 
     def _k_restore(self, partitions: list[int]) -> None:
         def reader(partition: int) -> Any:
-            return read_partition(self.settings.bootstrap, JOIN_STATE, partition)
+            return read_partition(self.settings.bootstrap, self._changelog, partition)
         self.step.restore(partitions, reader)  # type: ignore[attr-defined]
 
     def _k_stalled(self, now: float) -> str | None:
@@ -605,7 +616,7 @@ class StepRunner:
             if self._stateful:
                 extra = self._encode_all(None, self.step.tick(int(time.time() * 1000)))  # type: ignore[attr-defined]
                 if extra:
-                    self._extra.extend(extra)
+                    self._extra.append((next(self._seq), extra))
                     self._ready.set()
 
     async def _watch(self, room: int) -> None:
@@ -752,6 +763,7 @@ class StepRunner:
         if slot.dropped:
             return
         slot.outputs = outputs
+        slot.seq = next(self._seq)
         slot.done = True
         self._ready.set()
 
@@ -762,6 +774,9 @@ class StepRunner:
             if record is not None:
                 headers.update({k: record.headers[k] for k in CARRIED_HEADERS if k in record.headers})
                 headers.setdefault("attempt", str(record.attempt))
+                # Which record this output was made from: the join tells a ticket's classifications from those
+                # of another ticket that came with the same ID by the tickets.valid record they classified.
+                headers["source"] = f"{record.topic}/{record.partition}/{record.offset}"
             headers.update(e.headers)
             traceparent = tracing.current_traceparent()
             if traceparent and record is not None:
@@ -771,13 +786,23 @@ class StepRunner:
             else:
                 schema = TOPIC_SCHEMA[e.topic]
                 value = avro.encode(schema, e.value)  # SchemaInvalid: the step's output failed validation
-            if value is not None and len(value) > self.settings.max_value_bytes:
+            if value is not None and len(value) > self._limit(e.topic):
                 raise TriageError(f"output of {len(value)} bytes is over the limit", code="OVERSIZED")
             metrics.RECORDS_OUT.labels(self.step.name, e.topic).inc()
             key = e.key if e.key is not None else (record.key if record is not None else None)
             out.append((e.topic, e.partition, key.encode() if key is not None else None, value,
                         encode_headers(headers)))
         return out
+
+    def _limit(self, topic: str) -> int:
+        """The most bytes an output to ``topic`` may have. A changelog record holds one input record (itself
+        within the output limit, as some step wrote it) and a bounded bookkeeping beside it; a dead letter keeps
+        its record's bytes, cut to fit (dead_letter.fit_value)."""
+        if topic == self._changelog:
+            return self.settings.max_value_bytes + STATE_OVERHEAD_BYTES
+        if topic.startswith(dlq_topic("")):
+            return MAX_VALUE_BYTES
+        return self.settings.max_value_bytes
 
     def _failed(self, record: Record, reason: str, error: str, attempts: int) -> list[Output]:
         """What a record the step failed on leaves: a dead letter, unless the step stands something else in for
@@ -808,19 +833,24 @@ class StepRunner:
 
     async def _commit(self) -> None:
         epoch = self._epoch
-        outputs: list[Output] = []
+        runs: list[tuple[int, list[Output]]] = []
         offsets: list[TopicPartition] = []
         advanced: list[tuple[_Partition, int]] = []
         for (topic, partition), part in self._parts.items():
             last = None
             while part.queue and part.queue[0].done:
                 slot = part.queue.popleft()
-                outputs.extend(slot.outputs)
+                runs.append((slot.seq, slot.outputs))
                 last = slot.offset
             if last is not None:
                 offsets.append(TopicPartition(topic, partition, last + 1))
                 advanced.append((part, last + 1))
-        outputs.extend(self._extra)
+        runs.extend(self._extra)
+        if self._stateful:
+            # In the order the state changed (records are handled inline, ticks between them): the producer keeps
+            # that order per partition, so each key's last changelog record is its last state.
+            runs.sort(key=lambda run: run[0])
+        outputs = [o for _, run in runs for o in run]
         if not outputs and not offsets:
             return
         self._extra = []
