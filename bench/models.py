@@ -164,6 +164,11 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{'critical recall':<22}" + "".join(
             f"{str(c['called_critical']) + '/' + str(c['critical']) + ' ' + _pct(c['recall']):>{width + 2}}"
             for c in (results[n]["critical_recall"] for n in names)))
+    for task in tasks:
+        # The bucket the drift monitor and the gate trust: its share right should be at least 90%.
+        cells = [results[n]["tasks"].get(task, {}).get("calibration", {}).get(BUCKETS[0][0], {}) for n in names]
+        lines.append(f"{task + ' right @>=0.9':<22}" + "".join(
+            f"{_pct(c.get('share')).strip() + ' of ' + str(c.get('answered', 0)):>{width + 2}}" for c in cells))
     lines.append(f"{'CPU per classification':<22}" + "".join(
         f"{str(results[n]['cpu_us_per_call']) + ' us':>{width + 2}}" for n in names))
     for name, label in zip(names, short):
@@ -194,6 +199,14 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _name(path: Path) -> str:
+    """The file's path from the repository root when it lies inside, so saved figures do not name this machine."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="*", type=Path,
@@ -206,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for path in files:
         try:
-            results[str(path)] = evaluate(read_tickets(path))
+            results[_name(path)] = evaluate(read_tickets(path))
         except (OSError, ValueError) as exc:
             print(f"bench.models: {exc}", file=sys.stderr)
             return 2
