@@ -1,4 +1,4 @@
-"""The classifier evaluation (bench.models) counts right: figures worked out by hand for a five-ticket file."""
+"""The classifier evaluation (bench.models) counts right: figures worked out by hand for a six-ticket file."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,7 @@ CASES = {
     "sso broken": ("high", "critical", 0.8, "technical", "technical"),
     "invoice copy": ("medium", "medium", 0.4, "billing", "billing"),
     "thanks": ("low", "low", 0.92, "general", "general"),
+    "cluster gone": ("critical", "high", 0.75, "technical", "technical"),
 }
 
 
@@ -37,24 +38,25 @@ def _stub(task: str, subject: str, body: str) -> tuple[str, float]:
 
 def test_figures_match_hand_counts(tmp_path: Path) -> None:
     res = models.evaluate(models.read_tickets(_write(tmp_path)), _stub, tasks=("intent", "priority"))
-    assert res["tickets"] == 5 and res["calls"] == 10
+    assert res["tickets"] == 6 and res["calls"] == 12
     pri = res["tasks"]["priority"]
-    assert (pri["correct"], pri["total"], pri["accuracy"]) == (3, 5, 0.6)
-    assert pri["confusion"] == {"critical": {"critical": 1, "medium": 1}, "high": {"critical": 1},
+    assert (pri["correct"], pri["total"], pri["accuracy"]) == (3, 6, 0.5)
+    assert pri["confusion"] == {"critical": {"critical": 1, "medium": 1, "high": 1}, "high": {"critical": 1},
                                 "medium": {"medium": 1}, "low": {"low": 1}}
-    # critical: 1 of 2 predicted critical is right (precision), 1 of 2 critical tickets found (recall)
-    assert pri["per_label"]["critical"] == {"precision": 0.5, "recall": 0.5, "predicted": 2, "expected": 2}
-    assert pri["per_label"]["high"]["recall"] == 0.0 and pri["per_label"]["high"]["precision"] is None
+    # critical: 1 of the 2 answers "critical" is right (precision), 1 of the 3 critical tickets found (recall);
+    # the counts differ on purpose, so swapping "predicted" and "expected" anywhere shows.
+    assert pri["per_label"]["critical"] == {"precision": 0.5, "recall": 0.3333, "predicted": 2, "expected": 3}
+    assert pri["per_label"]["high"] == {"precision": 0.0, "recall": 0.0, "predicted": 1, "expected": 1}
     assert pri["per_label"]["medium"] == {"precision": 0.5, "recall": 1.0, "predicted": 2, "expected": 1}
-    assert res["critical_recall"] == {"called_critical": 1, "critical": 2, "recall": 0.5,
-                                      "called_instead": {"medium": 1}}
-    # buckets: 0.95 and 0.92 right; 0.8 wrong; 0.6 wrong; 0.4 right
+    assert res["critical_recall"] == {"called_critical": 1, "critical": 3, "recall": 0.3333,
+                                      "called_instead": {"medium": 1, "high": 1}}
+    # buckets: 0.95 and 0.92 right; 0.8 and 0.75 wrong; 0.6 wrong; 0.4 right
     assert {b: (c["right"], c["answered"]) for b, c in pri["calibration"].items()} == {
-        ">=0.9": (2, 2), "0.7-0.9": (0, 1), "0.5-0.7": (0, 1), "<0.5": (1, 1)}
+        ">=0.9": (2, 2), "0.7-0.9": (0, 2), "0.5-0.7": (0, 1), "<0.5": (1, 1)}
     intent = res["tasks"]["intent"]
-    assert (intent["correct"], intent["total"]) == (4, 5)
+    assert (intent["correct"], intent["total"]) == (5, 6)
     assert intent["per_label"]["general"] == {"precision": 0.5, "recall": 1.0, "predicted": 2, "expected": 1}
-    assert intent["calibration"]["0.7-0.9"] == {"right": 4, "answered": 5, "share": 0.8}
+    assert intent["calibration"]["0.7-0.9"] == {"right": 5, "answered": 6, "share": 0.8333}
 
 
 def test_bucket_edges() -> None:
@@ -67,7 +69,7 @@ def test_main_uses_the_offline_classifier_and_saves(tmp_path: Path) -> None:
     assert models.main([str(_write(tmp_path)), "--json", str(out)]) == 0
     saved = json.loads(out.read_text(encoding="utf-8"))
     (res,) = saved.values()
-    assert res["calls"] == 10 and res["tasks"]["priority"]["total"] == 5 and res["cpu_us_per_call"] > 0
+    assert res["calls"] == 12 and res["tasks"]["priority"]["total"] == 6 and res["cpu_us_per_call"] > 0
 
 
 def test_help_exits_zero() -> None:
