@@ -8,10 +8,11 @@ forty templates, which the lexicons learned) and the evaluation split written ap
 (deploy/sample/eval/tickets.jsonl): the second is the figure to believe. Every ticket goes through
 ``processors.offline.classify.classify``, the function the offline server calls, in this process.
 
-Per classifier it prints accuracy, precision and recall per label, the confusion matrix, critical recall (of
-the tickets labelled ``critical``, how many are called critical: an outage answered by a template is the worst
-outcome) and calibration (the share right among answers in each confidence bucket), then the CPU time per
-classification. Saves the figures to bench/results/models.json. It asserts nothing: the figures are the result.
+Per classifier it prints accuracy (also per language), precision and recall per label, the confusion
+matrix, critical recall (of the tickets labelled ``critical``, how many are called critical: an outage
+answered by a template is the worst outcome) and calibration (the share right among answers in each
+confidence bucket), then the CPU time per classification. Saves the figures to bench/results/models.json.
+It asserts nothing: the figures are the result.
 """
 from __future__ import annotations
 
@@ -115,15 +116,19 @@ def evaluate(tickets: Iterable[dict[str, Any]], classifier: Classifier = classif
              tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
     """Scores ``classifier`` on labelled tickets. A task a ticket has no expected label for is skipped for it.
 
-    Returns {"tickets", "tasks": {task: TaskScore.as_dict()}, "critical_recall", "cpu_us_per_call", "calls"}.
+    Returns {"tickets", "tasks": {task: TaskScore.as_dict()}, "by_language": {language: {task: ...}},
+    "critical_recall", "cpu_us_per_call", "calls"}; the language is the ticket's expected one.
     """
     scores = {task: TaskScore(task) for task in tasks}
+    # by_language[expected language][task] = [right, scored]: a lexicon can be good in one language only.
+    by_language: dict[str, dict[str, list[int]]] = {}
     calls = 0
     n = 0
     cpu = 0.0
     for ticket in tickets:
         n += 1
         subject, body = ticket.get("subject") or "", ticket.get("body") or ""
+        per_task = by_language.setdefault(str(ticket["expected"].get("language", "?")), {})
         for task in tasks:
             expected = ticket["expected"].get(task)
             if expected is None:
@@ -134,7 +139,13 @@ def evaluate(tickets: Iterable[dict[str, Any]], classifier: Classifier = classif
             cpu += time.process_time() - start
             calls += 1
             scores[task].add(expected, label, confidence)
+            cell = per_task.setdefault(task, [0, 0])
+            cell[0] += label == expected
+            cell[1] += 1
     out: dict[str, Any] = {"tickets": n, "tasks": {t: s.as_dict() for t, s in scores.items()}, "calls": calls,
+                           "by_language": {lang: {t: {"right": r, "scored": k, "accuracy": _ratio(r, k)}
+                                                  for t, (r, k) in per.items()}
+                                           for lang, per in by_language.items()},
                            "cpu_us_per_call": round(1e6 * cpu / calls, 2) if calls else None}
     if "priority" in scores:
         tp, _, expected = scores["priority"].precision_recall("critical")
@@ -178,6 +189,15 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             c = res["critical_recall"]
             lines.append(f"critical recall: {c['called_critical']} of {c['critical']} critical tickets called "
                          f"critical; the others called {c['called_instead'] or '-'}")
+        langs = res.get("by_language", {})
+        if langs:
+            lines.append(f"accuracy by language ({len(langs)}):")
+            lines.append(f"{'':<12}" + "".join(f"{t:>11}" for t in res["tasks"]))
+            order = LABELS["language"]
+            for lang, per in sorted(langs.items(), key=lambda kv: (kv[0] not in order, order.index(kv[0])
+                                                                   if kv[0] in order else 0, kv[0])):
+                lines.append(f"{lang:<12}" + "".join(
+                    f"{_pct(per.get(t, {}).get('accuracy')):>11}" for t in res["tasks"]))
         for task, score in res["tasks"].items():
             if not score["total"]:
                 continue  # no ticket of this file is labelled for the task

@@ -23,9 +23,10 @@ CASES = {
 
 def _write(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.jsonl"
+    # The first three in English, the others in German: only grouped by, never scored here.
     lines = [json.dumps({"tenant_id": "acme", "subject": subject, "body": "",
-                         "expected": {"priority": exp_p, "intent": exp_i}})
-             for subject, (exp_p, _, _, exp_i, _) in CASES.items()]
+                         "expected": {"priority": exp_p, "intent": exp_i, "language": "en" if i < 3 else "de"}})
+             for i, (subject, (exp_p, _, _, exp_i, _)) in enumerate(CASES.items())]
     path.write_text("\n".join(lines) + "\n\n", encoding="utf-8")  # a blank line is skipped, not a ticket
     return path
 
@@ -57,6 +58,9 @@ def test_figures_match_hand_counts(tmp_path: Path) -> None:
     assert (intent["correct"], intent["total"]) == (5, 6)
     assert intent["per_label"]["general"] == {"precision": 0.5, "recall": 1.0, "predicted": 2, "expected": 1}
     assert intent["calibration"]["0.7-0.9"] == {"right": 5, "answered": 6, "share": 0.8333}
+    assert {lang: {t: (c["right"], c["scored"]) for t, c in per.items()}
+            for lang, per in res["by_language"].items()} == {
+        "en": {"intent": (2, 3), "priority": (1, 3)}, "de": {"intent": (3, 3), "priority": (2, 3)}}
 
 
 def test_bucket_edges() -> None:
@@ -69,7 +73,7 @@ def test_main_uses_the_offline_classifier_and_saves(tmp_path: Path) -> None:
     assert models.main([str(_write(tmp_path)), "--json", str(out)]) == 0
     saved = json.loads(out.read_text(encoding="utf-8"))
     (res,) = saved.values()
-    assert res["calls"] == 12 and res["tasks"]["priority"]["total"] == 6 and res["cpu_us_per_call"] > 0
+    assert res["calls"] == 18 and res["tasks"]["priority"]["total"] == 6 and res["cpu_us_per_call"] > 0
 
 
 def test_help_exits_zero() -> None:
