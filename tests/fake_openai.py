@@ -626,6 +626,16 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+
+CONTROL_BUDGET_S = 120.0
+"""How long a control call (set, reset, stats, log) keeps being sent again while it times out."""
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a urllib failure is a time-out (sent again) rather than a refusal (raised at once)."""
+    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
+
+
 class FakeModels:
     """The fake server as a subprocess, driven from sync or async test code.
 
@@ -705,9 +715,21 @@ class FakeModels:
         return self._output.read().decode(errors="replace")[-4000:]
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
+        """One control call. Every control call is idempotent, so one that times out is sent again, for up to
+        CONTROL_BUDGET_S: on a loaded machine the server's one event loop, busy with a whole cluster's model
+        calls, can leave a control call unanswered past 10 s (a cluster test's fault then failed for that alone)."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                     headers={"content-type": "application/json"})
+        deadline = time.monotonic() + CONTROL_BUDGET_S
+        while True:
+            req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                         headers={"content-type": "application/json"})
+            try:
+                return self._call_once(req)
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if isinstance(exc, urllib.error.HTTPError) or time.monotonic() > deadline or not _timed_out(exc):
+                    raise
+
+    def _call_once(self, req: urllib.request.Request) -> Any:
         try:
             with self._opener.open(req, timeout=10.0) as resp:
                 return json.loads(resp.read())

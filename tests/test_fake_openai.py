@@ -222,3 +222,28 @@ def test_cli_help() -> None:
     out = subprocess.run([sys.executable, "-m", "tests.fake_openai", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "--port" in out.stdout
+
+
+def test_a_control_call_that_times_out_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control calls are idempotent: one unanswered past its socket time-out (the server's loop busy with a
+    cluster's model calls) is sent again instead of failing the test that made it; a refusal is not."""
+    import urllib.request
+
+    import tests.fake_openai as fo
+
+    with fo.FakeModels.start() as f:
+        real, timeouts = f._call_once, [TimeoutError("timed out"), TimeoutError("timed out")]
+
+        def flaky(req: urllib.request.Request) -> object:
+            if timeouts:
+                raise timeouts.pop()
+            return real(req)
+        monkeypatch.setattr(f, "_call_once", flaky)
+        f.set("*", "down")
+        assert not timeouts and f.modes()["*"]["mode"] == "down"
+        with pytest.raises(ValueError):
+            f.set("*", "no-such-mode")
+        monkeypatch.setattr(fo, "CONTROL_BUDGET_S", 0.0)
+        timeouts.append(TimeoutError("timed out"))
+        with pytest.raises(TimeoutError):
+            f.reset()
