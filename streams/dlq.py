@@ -14,17 +14,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-from streams.client import Out
-from streams.kafka_io import KafkaFailure, base_config
+from streams.client import Out, read_record
 from streams.ledger import ANSWERED, REPLAYED, Decisions, read_decisions, read_to_end
-from streams.records import decode_key, message_headers
 from streams.topology import DLQ_REPLAYS, STEPS, dlq_topic
 from streams.transact import Scope, Txn, scope_id
 
@@ -75,27 +70,8 @@ def read_entry(bootstrap: str, entry_id: str, timeout: float = 30.0) -> DeadLett
     if not is_entry_id(entry_id):
         return None
     topic, partition, offset = entry_id.rsplit("/", 2)
-    c = Consumer(base_config(bootstrap, **{"group.id": f"triage.dlq.entry.{uuid.uuid4()}", "enable.auto.commit": False,
-                                           "isolation.level": "read_committed", "enable.partition.eof": True}))
-    try:
-        c.assign([TopicPartition(topic, int(partition), int(offset))])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error() is not None:
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    return None
-                continue
-            if m.offset() != int(offset):
-                return None  # that offset holds a commit marker or an aborted record
-            return DeadLetter(Out(m.topic(), m.partition(), m.offset(), decode_key(m.key()), message_headers(m),
-                                  m.value(), m.timestamp()[1]))
-        raise KafkaFailure(f"could not read {entry_id} in {timeout:.0f} s", abortable=False, fatal=False,
-                           retriable=True)
-    finally:
-        c.close()
+    out = read_record(bootstrap, topic, int(partition), int(offset), timeout=timeout)
+    return DeadLetter(out) if out is not None else None
 
 
 def replayed_ids(bootstrap: str, timeout: float = 120) -> dict[str, dict]:

@@ -32,12 +32,13 @@ from processors.case import new_case
 from streams import avro
 from streams.client import RecordReader, behind, decode_value
 from streams.kafka_io import KafkaFailure, base_config
+from streams.ledger import HUMAN_RESOLUTIONS
 from streams.records import decode_key, message_headers
 from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, STEPS, TOPIC_SCHEMA, dlq_topic
 
 log = logging.getLogger("triage.ui")
 
-RESOLUTIONS = "triage.human.resolutions"
+RESOLUTIONS = HUMAN_RESOLUTIONS
 QUEUE_TOPICS: tuple[str, ...] = (ESCALATIONS, *(dlq_topic(s) for s in STEPS))
 LEDGERS: tuple[str, ...] = (RESOLUTIONS, DLQ_REPLAYS)
 ESCALATION, DEAD_LETTER = "escalation", "dead-letter"
