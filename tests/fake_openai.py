@@ -224,6 +224,7 @@ class State:
 
     def __init__(self, routes: Mapping[str, str]) -> None:
         self.routes = dict(routes)
+        self.in_flight = 0  # chat requests being served now (a reset does not end them)
         self.reset()
 
     def reset(self) -> None:
@@ -233,6 +234,9 @@ class State:
         self.latency_rngs: dict[str, random.Random] = {}
         self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self.stats: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        # A call still in flight at a reset (a slow:<s> whose client gave up) belongs to the test before it:
+        # it is left out of the new log instead of landing in the next test's.
+        self.generation = getattr(self, "generation", 0) + 1
 
     def set(self, model: str, mode: Mode, count: int | None) -> None:
         if model == "*":
@@ -279,7 +283,10 @@ class State:
             return {"mode": s.mode.text, "remaining": s.remaining}
         return {"*": one(self.default), **{m: one(self.settings.get(m, self.default)) for m in self.routes}}
 
-    def record(self, t: float, model: str | None, mode: Mode | None, status: int | str) -> None:
+    def record(self, t: float, model: str | None, mode: Mode | None, status: int | str,
+               generation: int | None = None) -> None:
+        if generation is not None and generation != self.generation:
+            return
         self.log.append({"t": t, "model": model, "mode": mode.text if mode else None, "status": status,
                          "elapsed": round(time.time() - t, 4)})
         self.stats[model or "-"][str(status)] += 1
@@ -454,10 +461,11 @@ def _answer(body: dict[str, Any], model: str, base: str, mode: Mode) -> web.Resp
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    t = time.time()
+    t, generation = time.time(), state.generation
     model: str | None = None
     mode: Mode | None = None
     status: int | str = "dropped"
+    state.in_flight += 1
     try:
         try:
             body = await request.json()
@@ -476,7 +484,8 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
             request.transport.close()
         return web.Response()
     finally:
-        state.record(t, model, mode, status)
+        state.in_flight -= 1
+        state.record(t, model, mode, status, generation)
 
 
 async def _serve(state: State, body: Any) -> tuple[web.Response, str | None, Mode | None]:
@@ -535,6 +544,10 @@ async def _control_reset(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].describe())
 
 
+async def _in_flight(request: web.Request) -> web.Response:
+    return web.json_response({"in_flight": request.app[STATE].in_flight})
+
+
 async def _log(request: web.Request) -> web.Response:
     return web.json_response(list(request.app[STATE].log))
 
@@ -572,6 +585,7 @@ def make_app(routes: Mapping[str, str] | None = None) -> web.Application:
     app.router.add_post("/control", _control_post)
     app.router.add_post("/control/reset", _control_reset)
     app.router.add_get("/log", _log)
+    app.router.add_get("/in_flight", _in_flight)
     app.router.add_get("/stats", _stats)
     return app
 
@@ -753,8 +767,13 @@ class FakeModels:
         return self._call("GET", "/control")
 
     def reset(self) -> None:
-        """Every model back to ``"ok"``; counters, log and stats cleared."""
+        """Every model back to ``"ok"``; counters, log and stats cleared. A call in flight at the reset is
+        left out of the new log and stats when it ends."""
         self._call("POST", "/control/reset", {})
+
+    def in_flight(self) -> int:
+        """How many chat requests the server is serving now (one whose client gave up still counts)."""
+        return self._call("GET", "/in_flight")["in_flight"]
 
     def log(self) -> list[dict[str, Any]]:
         """The finished chat requests, oldest first (the last 10,000): ``{"t": arrival time.time(),

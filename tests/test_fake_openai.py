@@ -2,6 +2,7 @@
 mode does what it says, counts revert, routing and the log work. One server process for the module."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -205,6 +206,22 @@ async def test_log_and_stats(fake: FakeModels, client: openai.AsyncOpenAI) -> No
     assert all(abs(e["t"] - time.time()) < 60 for e in entries)
     assert fake.stats() == {"fake-intent": {"200": 1, "500": 1, "dropped": 1}, "fake-sentiment": {"429": 1}}
     fake.reset()
+    assert fake.log() == [] and fake.stats() == {}
+
+
+async def test_a_call_in_flight_at_a_reset_stays_out_of_the_new_log(
+        fake: FakeModels, client: openai.AsyncOpenAI) -> None:
+    """A slow call whose client gave up ends after the reset that begins the next test: it must not land
+    in that test's log (CI once saw test_log_and_stats fail on a stray 'slow:2' entry)."""
+    fake.set("fake-intent", "slow:1")
+    with pytest.raises(openai.APITimeoutError):
+        await ask(client, "fake-intent", timeout=0.2)
+    assert fake.in_flight() == 1
+    fake.reset()
+    deadline = time.monotonic() + 30.0
+    while fake.in_flight() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert fake.in_flight() == 0
     assert fake.log() == [] and fake.stats() == {}
 
 
