@@ -18,7 +18,7 @@ from langgraph.graph import END, START, StateGraph
 
 from bench.pipeline import TERMINAL, Pipeline
 from streams.records import Record
-from streams.topology import CLASSIFIERS, DRAFTS, ENRICHED, ROUTED
+from processors.topology import CLASSIFIERS, DRAFTS, ENRICHED, ROUTED
 
 
 class TicketState(TypedDict, total=False):

@@ -27,7 +27,7 @@ from streams import config
 from streams.context import configure_logging
 from streams.models import ModelGateway
 from streams.tenant_state import connect
-from streams.topology import CLASSIFIERS
+from processors.topology import CLASSIFIERS
 from streams.worker import settle_gc
 
 WARMUP = 8

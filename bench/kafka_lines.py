@@ -24,7 +24,7 @@ from streams.client import TicketProducer
 from streams.services import proc
 from streams import avro
 from streams.errors import TriageError
-from streams.topology import ESCALATIONS, RESPONSES, STEPS, TOPIC_SCHEMA, terminal_topics
+from processors.topology import ESCALATIONS, RESPONSES, STEPS, TOPIC_SCHEMA, terminal_topics
 from tests.fake_openai import FakeModels
 from tests.harness import Stack
 

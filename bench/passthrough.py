@@ -28,7 +28,7 @@ from streams.errors import TriageError
 from streams.records import Emit, Record
 from streams.runtime import StepRunner
 from streams.step import StepContext
-from streams.topology import CLASSIFIERS, DRAFTS, ENRICHED, IN, JOINED, ROUTED, VALID
+from processors.topology import CLASSIFIERS, DRAFTS, ENRICHED, IN, JOINED, ROUTED, VALID
 from streams.worker import settle_gc
 
 INPUTS = {"ingest": (IN,), **{f"classify-{c}": (VALID,) for c in CLASSIFIERS}, "route": (JOINED,),

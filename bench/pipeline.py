@@ -32,7 +32,7 @@ from streams.errors import TriageError
 from streams.models import ModelGateway
 from streams.records import CARRIED_HEADERS, Emit, Record
 from streams.step import StepContext
-from streams.topology import CLASSIFIERS, DRAFTS, ENRICHED, ESCALATIONS, IN, JOIN_STATE, JOINED, RESPONSES, ROUTED
+from processors.topology import CLASSIFIERS, DRAFTS, ENRICHED, ESCALATIONS, IN, JOIN_STATE, JOINED, RESPONSES, ROUTED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "deploy" / "sample" / "tickets.jsonl"

@@ -30,7 +30,7 @@ from confluent_kafka import Producer
 
 from streams.kafka_io import producer_config
 from streams.ledger import read_decisions
-from streams.topology import ENRICHED, dlq_topic
+from processors.topology import ENRICHED, dlq_topic
 from tests.harness import REPO_ROOT, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"

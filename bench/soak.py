@@ -20,7 +20,7 @@ import psutil
 
 from streams.client import read
 from streams.status import collect
-from streams.topology import terminal_topics
+from processors.topology import terminal_topics
 from tests.harness import Stack, sample_tickets
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -15,7 +15,7 @@ from streams.drift import DriftMonitor, DriftState
 from streams.errors import InvalidModelOutput, ModelError, StateError
 from streams.records import Emit, Record
 from streams.step import StepContext
-from streams.topology import CLASSIFIED, VALID
+from processors.topology import CLASSIFIED, VALID
 
 
 # An ISO 639 code with an optional region or script ("it", "pt-br", "zh-hans"): a language we do not serve is a

@@ -20,7 +20,7 @@ from streams.errors import GuardTripped, InvalidModelOutput, ModelError, StateEr
 from streams.models import parse_json
 from streams.records import Emit, Record
 from streams.step import StepContext
-from streams.topology import DRAFTS, ENRICHED, ESCALATIONS
+from processors.topology import DRAFTS, ENRICHED, ESCALATIONS
 
 MIN_REPLY_CHARS = 20
 

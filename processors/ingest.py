@@ -20,7 +20,7 @@ from streams.dead_letter import source_id
 from streams.errors import EncodingError, MalformedInput, Oversized, SchemaInvalid, UnknownTenant
 from streams.records import Emit, Record
 from streams.step import StepContext
-from streams.topology import IN, VALID
+from processors.topology import IN, VALID
 
 _OPTIONAL = ("ticket_id", "customer_id", "channel")
 MAX_KEY_CHARS = 200

@@ -35,7 +35,7 @@ from streams.dead_letter import dead_letter_headers, dead_letter_id, fit_value
 from streams.errors import DuplicateTicket, TriageError
 from streams.records import Emit, Record
 from streams.step import StepContext
-from streams.topology import CLASSIFIED, CLASSIFIERS, JOIN_STATE, JOINED, TOPIC_SCHEMA, VALID, dlq_topic
+from processors.topology import CLASSIFIED, CLASSIFIERS, JOIN_STATE, JOINED, TOPIC_SCHEMA, VALID, dlq_topic
 
 log = logging.getLogger("triage.join")
 DONE_RETENTION_MS = 10 * 60 * 1000

@@ -16,7 +16,7 @@ from processors.injection import leaks_prompt, mentions_other_tenant, quotes_doc
 from streams.errors import InvalidModelOutput, StateError
 from streams.records import Emit, Record
 from streams.step import StepContext
-from streams.topology import DRAFTS, ENRICHED, ESCALATIONS, RESPONSES
+from processors.topology import DRAFTS, ENRICHED, ESCALATIONS, RESPONSES
 
 _CITE = re.compile(r"\[([A-Za-z0-9][\w.-]*)\]")
 

@@ -10,7 +10,7 @@ from processors.kb_search import Index
 from streams.errors import StateError
 from streams.records import Emit, Record
 from streams.step import StepContext
-from streams.topology import ENRICHED, ROUTED
+from processors.topology import ENRICHED, ROUTED
 
 
 def needs_retrieval(case: dict, *, min_chars: int, skip_intents: tuple[str, ...]) -> tuple[bool, str]:

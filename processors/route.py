@@ -6,7 +6,7 @@ from processors.injection import critical_confirmed
 from processors.prompts import SERVED_LANGUAGES
 from streams.records import Emit, Record
 from streams.step import StepContext
-from streams.topology import ESCALATIONS, ROUTED, JOINED
+from processors.topology import ESCALATIONS, ROUTED, JOINED
 
 
 def decide(case: dict, missing_priority_policy: str) -> tuple[str, str]:

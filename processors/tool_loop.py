@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from streams.config import LoopGuards
 from streams.errors import GuardTripped, InvalidModelOutput
 
 SEARCH_TOOL: dict[str, Any] = {
@@ -26,18 +27,6 @@ SEARCH_TOOL: dict[str, Any] = {
     },
 }
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@dataclass(frozen=True)
-class LoopGuards:
-    max_tool_calls: int = 5
-    """Tool calls one ticket's writer may make."""
-    near_same: float = 0.8
-    """Jaccard similarity of two calls' argument words at or above which they count as the same call."""
-    max_calls: int = 16
-    """Model calls one ticket may cost across all steps."""
-    max_tokens: int = 40_000
-    """Tokens one ticket may cost across all steps."""
 
 
 @dataclass

@@ -16,7 +16,9 @@ from streams import config
 from streams.client import json_text, visible
 from streams.kafka_io import KafkaFailure
 from streams.services import ServiceError
-from streams.topology import STEPS, all_topics
+from streams import pipelines
+from streams.errors import PipelineError
+from streams.pipeline import Pipeline
 
 app = typer.Typer(help="triage: an event-driven AI orchestrator for support tickets over Apache Kafka.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -54,16 +56,42 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+PIPELINE_HELP = ("The pipeline: a shipped name (`triage pipelines`), module:attribute, or a .toml file. "
+                 "Default: support.")
+
+
+def _pipeline_option() -> object:
+    return typer.Option(None, "--pipeline", envvar=pipelines.ENV, help=PIPELINE_HELP, show_envvar=True)
+
+
+def _use(spec: Optional[str]) -> Pipeline:
+    """Load and check the pipeline this command works on, and make it the process's (and its children's)."""
+    try:
+        pipeline = pipelines.load(spec)
+    except PipelineError as exc:
+        _fail(str(exc), 2)
+    if spec:
+        os.environ[pipelines.ENV] = spec
+    return pipeline
+
+
+def _known_step(pipeline: Pipeline, step: str) -> None:
+    if step not in pipeline.step_names:
+        _fail(f"unknown step {step!r}; steps of {pipeline.name}: {', '.join(pipeline.step_names)}", 2)
+
+
 @app.command()
 def up(services_only: bool = typer.Option(False, "--services-only", help="Start Kafka and Redis and create topics; no workers."),
        load_kb: bool = typer.Option(True, "--load-kb/--no-load-kb", help="Load the sample knowledge bases into Redis."),
        brokers: Optional[int] = typer.Option(None, "--brokers", min=1, max=9,
                                              help="Kafka nodes on loopback (3: replication 3, min.insync.replicas 2)."),
-       replicas: int = typer.Option(1, "--replicas", min=1, help="Worker processes per step.")) -> None:
+       replicas: int = typer.Option(1, "--replicas", min=1, help="Worker processes per step."),
+       pipeline: Optional[str] = _pipeline_option()) -> None:
     """Start Kafka (KRaft), Redis, the offline model server, the topics and every step's worker, in the background."""
     import dataclasses
 
     from streams import stack
+    _use(pipeline)
     s = _settings()
     try:
         stack.start_services(s, say=_say, brokers=brokers)
@@ -93,16 +121,17 @@ def supervise() -> None:
     from streams import supervisor
     from streams.context import configure_logging
     configure_logging()
+    _use(None)
     supervisor.run(_settings())
 
 
 @app.command()
 def scale(step: str = typer.Argument(..., help="Step name (see `triage steps`)."),
-          replicas: int = typer.Argument(..., min=0, help="Worker processes to keep for this step.")) -> None:
+          replicas: int = typer.Argument(..., min=0, help="Worker processes to keep for this step."),
+          pipeline: Optional[str] = _pipeline_option()) -> None:
     """Run REPLICAS worker processes for STEP under the supervisor; they share the step's partitions."""
     from streams import supervisor
-    if step not in STEPS:
-        _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
+    _known_step(_use(pipeline), step)
     s = _settings()
     wanted = supervisor.desired_slots(s.home)
     wanted[step] = replicas
@@ -111,9 +140,9 @@ def scale(step: str = typer.Argument(..., help="Step name (see `triage steps`)."
 
 
 @app.command()
-def steps() -> None:
+def steps(pipeline: Optional[str] = _pipeline_option()) -> None:
     """List the step names (for `triage worker`)."""
-    for s in STEPS:
+    for s in _use(pipeline).step_names:
         _say(s)
 
 
@@ -122,14 +151,16 @@ def worker(names: list[str] = typer.Argument(..., help="Step names (see `triage 
            instance: Optional[str] = typer.Option(None, help="Stable name of this replica (default: TRIAGE_INSTANCE or host-pid)."),
            log_level: str = typer.Option("INFO", help="Log level."),
            metrics_port: int = typer.Option(0, envvar="TRIAGE_METRICS_PORT",
-                                            help="Serve Prometheus /metrics on this port (0: off).")) -> None:
+                                            help="Serve Prometheus /metrics on this port (0: off)."),
+           pipeline: Optional[str] = _pipeline_option()) -> None:
     """Run steps in the foreground until SIGTERM/SIGINT; then drain in-flight records and exit."""
     from streams.context import configure_logging
     from streams.worker import run_steps
-    chosen = list(STEPS) if names == ["all"] else names
-    unknown = [n for n in chosen if n not in STEPS]
+    known = _use(pipeline).step_names
+    chosen = list(known) if names == ["all"] else names
+    unknown = [n for n in chosen if n not in known]
     if unknown:
-        _fail(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}", 2)
+        _fail(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(known)}", 2)
     configure_logging(log_level)
     if metrics_port:
         from streams import metrics
@@ -151,9 +182,11 @@ def _read_lines(source: str) -> list[tuple[int, str]]:
 @app.command()
 def produce(source: str = typer.Argument(..., help="A JSON-lines file of tickets, or - for standard input."),
             as_json: bool = typer.Option(False, "--json", help="Send JSON (content-type: application/json) instead of Avro."),
-            limit: Optional[int] = typer.Option(None, "--max", help="Send at most this many tickets.")) -> None:
+            limit: Optional[int] = typer.Option(None, "--max", help="Send at most this many tickets."),
+            pipeline: Optional[str] = _pipeline_option()) -> None:
     """Send tickets to tickets.in; prints one line per ticket ending with its correlation ID."""
     from streams.client import TicketProducer
+    _use(pipeline)
     lines = _read_lines(source)
     s = _settings()
     p = TicketProducer(s.bootstrap, as_json=as_json)
@@ -189,11 +222,13 @@ def tail(topic: str = typer.Argument(..., help="Topic to read, e.g. tickets.resp
          max_records: Optional[int] = typer.Option(None, "--max", help="Stop after this many records."),
          timeout: float = typer.Option(10.0, "--timeout", help="Stop after this many seconds."),
          as_json: bool = typer.Option(False, "--json", help="One JSON object per line (key, headers, value)."),
-         latest: bool = typer.Option(False, "--latest", help="Only records that arrive from now on.")) -> None:
+         latest: bool = typer.Option(False, "--latest", help="Only records that arrive from now on."),
+         pipeline: Optional[str] = _pipeline_option()) -> None:
     """Print committed records of a topic (read_committed), from the beginning by default."""
     from streams.client import read
+    known = _use(pipeline).all_topics()
     s = _settings()
-    if topic not in all_topics():
+    if topic not in known:
         err.print(Text.assemble(("note:", "yellow"), f" {visible(topic)} is not one of triage's topics"))
     n = 0
     for o in read(s.bootstrap, [topic], from_beginning=not latest, timeout=timeout, max_records=max_records):
@@ -223,14 +258,16 @@ def kb_load(directory: Optional[Path] = typer.Argument(None, help="Folder of <te
 
 @dlq_app.command("list")
 def dlq_list(step: Optional[str] = typer.Argument(None, help="Only this step's DLQ."),
-             as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+             as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+             pipeline: Optional[str] = _pipeline_option()) -> None:
     """Dead letters by step and reason, with how many were replayed or answered by hand."""
     from rich.table import Table
 
     from streams import dlq
+    chosen = _use(pipeline)
     s = _settings()
-    if step is not None and step not in STEPS:
-        _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
+    if step is not None:
+        _known_step(chosen, step)
     try:
         from streams.ledger import read_decisions
         table = dlq.summary(dlq.scan(s.bootstrap, [step] if step else None), read_decisions(s.bootstrap))
@@ -250,9 +287,11 @@ def dlq_list(step: Optional[str] = typer.Argument(None, help="Only this step's D
 
 
 @dlq_app.command("show")
-def dlq_show(ident: str = typer.Argument(..., help="A correlation ID, or topic/partition/offset.")) -> None:
+def dlq_show(ident: str = typer.Argument(..., help="A correlation ID, or topic/partition/offset."),
+             pipeline: Optional[str] = _pipeline_option()) -> None:
     """Every dead letter of one ticket (or at one position): headers, reason and the original value."""
     from streams import dlq
+    _use(pipeline)
     found = dlq.find(dlq.scan(_settings().bootstrap), ident)
     if not found:
         _fail(f"no dead letter with id or correlation ID {ident!r}")
@@ -266,13 +305,13 @@ def dlq_replay(step: str = typer.Argument(..., help="The step whose dead letters
                cid: Optional[str] = typer.Option(None, "--id", help="Only this entry (its id, topic/partition/offset, as "
                                                  "`triage dlq show` and the queue page show it) or every entry of this "
                                                  "correlation ID (which two tenants may share: use the entry id)."),
-               dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be replayed; send nothing.")) -> None:
+               dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be replayed; send nothing."),
+               pipeline: Optional[str] = _pipeline_option()) -> None:
     """Send dead letters back into the step that failed, as a new attempt. Each entry is replayed once, ever."""
     from rich.progress import Progress
 
     from streams import dlq
-    if step not in STEPS:
-        _fail(f"unknown step {step!r}; steps: {', '.join(STEPS)}", 2)
+    _known_step(_use(pipeline), step)
     s = _settings()
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"replaying {step}", total=None)
@@ -302,7 +341,7 @@ def drift_reset(classifiers: Optional[list[str]] = typer.Argument(None, help="Cl
 
     from streams.drift import reset
     from streams.tenant_state import connect
-    from streams.topology import CLASSIFIERS
+    CLASSIFIERS = tuple(_use(None).extras.get("classifiers", ()))
 
     chosen = list(classifiers or CLASSIFIERS)
     unknown = [c for c in chosen if c not in CLASSIFIERS]
@@ -324,9 +363,11 @@ def drift_reset(classifiers: Optional[list[str]] = typer.Argument(None, help="Cl
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+           pipeline: Optional[str] = _pipeline_option()) -> None:
     """Processes, consumer lag per step and depth of every terminal topic."""
     from streams.status import collect, render
+    _use(pipeline)
     doc = collect(_settings())
     if as_json:
         print(json_text(doc, indent=2))
@@ -342,7 +383,8 @@ def ui(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
            help="File of the agents' tokens, mode 600: JSON {\"tenant\": \"token\"} or tenant:token lines. Or set "
                 "TRIAGE_UI_TOKENS to tenant:token pairs. Default: generated, saved under TRIAGE_HOME."),
        tokens: Optional[str] = typer.Option(None, "--tokens", hidden=True,
-                                            help="Refused: a token on the command line is shown by `ps`.")) -> None:
+                                            help="Refused: a token on the command line is shown by `ps`."),
+       pipeline: Optional[str] = _pipeline_option()) -> None:
     """The human queue for support agents: escalations and dead letters of their tenant; answer or replay."""
     import secrets
 
@@ -353,6 +395,7 @@ def ui(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
         _fail("--tokens is no longer accepted: a token on the command line is visible to every user of this "
               "machine in `ps`. Put the tokens in a file only you can read (`--tokens-file PATH`, mode 600) or "
               "in the environment (TRIAGE_UI_TOKENS=tenant:token,...).", code=2)
+    _use(pipeline)
     s = _settings()
     try:
         if tokens_file is not None:
@@ -379,11 +422,13 @@ def ui(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
 
 @app.command("trace")
 def trace_cmd(correlation_id: str = typer.Argument(..., help="The ticket's correlation ID."),
-              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+              pipeline: Optional[str] = _pipeline_option()) -> None:
     """One ticket's path through the steps: timings, classifications, model calls and outcome."""
     from rich.table import Table
 
     from streams.trace import trace
+    _use(pipeline)
     doc = trace(_settings().bootstrap, correlation_id)
     if as_json:
         print(json_text(doc, indent=2))
@@ -405,11 +450,49 @@ def trace_cmd(correlation_id: str = typer.Argument(..., help="The ticket's corre
 @app.command()
 def demo(count: Optional[int] = typer.Option(None, "--count", help="Send only the first N sample tickets."),
          timeout: float = typer.Option(600.0, help="Give up waiting after this many seconds."),
-         keep: bool = typer.Option(False, "--keep", help="Leave everything running afterwards.")) -> None:
+         keep: bool = typer.Option(False, "--keep", help="Leave everything running afterwards."),
+         pipeline: Optional[str] = _pipeline_option()) -> None:
     """Start everything, send the sample tickets, wait until each reached a terminal topic, summarise, stop."""
     from streams.demo import run_demo
+    _use(pipeline)
     code = run_demo(_settings(), count=count, timeout=timeout, keep=keep, console=out)
     raise typer.Exit(code)
+
+
+@app.command("pipelines")
+def pipelines_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The shipped pipelines: name, input topic, steps and terminal topics."""
+    from rich.table import Table
+    rows = []
+    for name in pipelines.shipped():
+        try:
+            p = pipelines.load(name)
+        except PipelineError as exc:
+            rows.append({"name": name, "error": str(exc)})
+            continue
+        rows.append({"name": p.name, "input": p.input, "steps": list(p.step_names), "outcomes": list(p.outcomes),
+                     "dead_letters": p.dlq_topic("<step>"), "about": p.describe})
+    if as_json:
+        print(json_text(rows, indent=2))
+        return
+    t = Table(title="pipelines")
+    for col in ("name", "input", "steps", "terminal topics"):
+        t.add_column(col)
+    for r in rows:
+        if "error" in r:
+            t.add_row(_cell(r["name"]), _cell("-"), _cell(r["error"]), _cell("-"))
+        else:
+            t.add_row(_cell(r["name"]), _cell(r["input"]), _cell(", ".join(r["steps"])),
+                      _cell(", ".join([*r["outcomes"], r["dead_letters"]])))
+    out.print(t)
+
+
+@app.command()
+def check(spec: str = typer.Argument(..., metavar="PIPELINE",
+                                     help="A shipped name, module:attribute, or a path to a .toml file.")) -> None:
+    """Load a pipeline declaration and check it without running anything; exit 2 naming every problem."""
+    p = _use(spec)
+    _say(f"{p.name}: {len(p.steps)} steps, input {p.input}, outcomes {', '.join(p.outcomes)}; OK")
 
 
 def main() -> None:

@@ -13,10 +13,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from streams import avro
+from streams import avro, pipelines
 from streams.kafka_io import KafkaFailure, base_config, producer_config, unread
 from streams.records import decode_key, message_headers
-from streams.topology import IN, TOPIC_SCHEMA, terminal_topics
 
 log = logging.getLogger("triage.client")
 TICKET_FIELDS = ("tenant_id", "subject", "body", "ticket_id", "customer_id", "channel")
@@ -41,9 +40,9 @@ def ticket_record(doc: dict[str, Any]) -> dict[str, Any]:
 class TicketProducer:
     """Sends tickets to tickets.in, Avro by default or JSON (``content-type: application/json``)."""
 
-    def __init__(self, bootstrap: str, *, as_json: bool = False, topic: str = IN) -> None:
+    def __init__(self, bootstrap: str, *, as_json: bool = False, topic: str | None = None) -> None:
         self._p = Producer(producer_config(bootstrap, None))
-        self._as_json, self._topic = as_json, topic
+        self._as_json, self._topic = as_json, topic or pipelines.active().input
         self._errors: list[str] = []
 
     def _report(self, err: KafkaError | None, msg: Any) -> None:
@@ -88,7 +87,7 @@ def decode_value(topic: str, raw: bytes | None) -> Any:
     """A record's value for humans: Avro decoded by the topic's schema, else JSON, else text or base64."""
     if raw is None:
         return None
-    schema = TOPIC_SCHEMA.get(topic)
+    schema = pipelines.active().schema_of(topic)
     if schema is not None:
         try:
             return avro.decode(raw, schema)
@@ -403,6 +402,6 @@ def wait_for_outcomes(bootstrap: str, correlation_ids: set[str], timeout: float,
                     progress(len(correlation_ids) - len(pending))
         return not pending
 
-    for _ in read(bootstrap, terminal_topics(), timeout=timeout, stop=done):
+    for _ in read(bootstrap, pipelines.active().terminal_topics(), timeout=timeout, stop=done):
         pass
     return seen

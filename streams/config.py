@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, get_args
 
-from processors.tool_loop import LoopGuards
 from streams.drift import DriftPolicy
+from streams.errors import PipelineError
 from streams.policy import RetryPolicy, StepPolicy
-from streams.topology import CLASSIFIERS
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[1]
 
@@ -47,7 +46,8 @@ MissingPriority = Literal["human", "degrade"]
 ModelOutage = Literal["dlq", "wait"]
 DriftAction = Literal["fallback", "human"]
 # Read outside load() (the worker, the supervisor, the metrics server, the queue page), still checked here.
-READ_ELSEWHERE = ("TRIAGE_INSTANCE", "TRIAGE_METRICS_PORT", "TRIAGE_METRICS_BASE_PORT", "TRIAGE_METRICS_HOST",
+READ_ELSEWHERE = ("TRIAGE_PIPELINE", "TRIAGE_INSTANCE", "TRIAGE_METRICS_PORT", "TRIAGE_METRICS_BASE_PORT",
+                  "TRIAGE_METRICS_HOST",
                   "TRIAGE_UI_TOKENS", "TRIAGE_UI_TOKENS_FILE")
 
 
@@ -68,6 +68,20 @@ class Secret(str):
 
     def reveal(self) -> str:
         return str.__str__(self)
+
+
+@dataclass(frozen=True)
+class LoopGuards:
+    """Bounds on one record's agent loop and spend: a loop that never ends is refused, never paid for."""
+
+    max_tool_calls: int = 5
+    """Tool calls one ticket's writer may make."""
+    near_same: float = 0.8
+    """Jaccard similarity of two calls' argument words at or above which they count as the same call."""
+    max_calls: int = 16
+    """Model calls one ticket may cost across all steps."""
+    max_tokens: int = 40_000
+    """Tokens one ticket may cost across all steps."""
 
 
 @dataclass(frozen=True)
@@ -394,6 +408,7 @@ def _build(env: _Env) -> Settings:
     trip_at = _float(env, "TRIAGE_DRIFT_TRIP", 0.05, 0.001, 1.0)
     clear_at = _float(env, "TRIAGE_DRIFT_CLEAR", min(0.02, trip_at), 0.0, trip_at)
     step_timeout_s = _float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0, 0.1, 600.0)
+    classifiers = _pipeline_classifiers(env)
     return Settings(
         home=home,
         bootstrap=_bootstrap(_raw(env, "TRIAGE_BOOTSTRAP") or _cluster_bootstrap(home) or "127.0.0.1:9092"),
@@ -423,8 +438,7 @@ def _build(env: _Env) -> Settings:
                           baseline=_int(env, "TRIAGE_DRIFT_BASELINE", 500, 10, 1_000_000),
                           trip_at=trip_at, clear_at=clear_at,
                           action=_choice(env, "TRIAGE_DRIFT_ACTION", get_args(DriftAction)),
-                          classifiers=_names(env, "TRIAGE_DRIFT_CLASSIFIERS", ",".join(CLASSIFIERS),
-                                             CLASSIFIERS)),
+                          classifiers=_names(env, "TRIAGE_DRIFT_CLASSIFIERS", ",".join(classifiers), classifiers)),
         loop=LoopGuards(max_tool_calls=_int(env, "TRIAGE_MAX_TOOL_CALLS", 5, 0, 100),
                         max_calls=_int(env, "TRIAGE_BUDGET_CALLS", 16, 1, 1000),
                         max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000, 100, 100_000_000)),
@@ -432,6 +446,17 @@ def _build(env: _Env) -> Settings:
         kafka=kafka_properties(env),
         model_outage=_choice(env, "TRIAGE_MODEL_OUTAGE", get_args(ModelOutage)),  # type: ignore[arg-type]
     )
+
+
+def _pipeline_classifiers(env: _Env) -> tuple[str, ...]:
+    """The classifiers of the pipeline TRIAGE_PIPELINE names (what drift may watch): a pipeline that cannot be
+    loaded stops here, with the reason, like any other bad setting."""
+    from streams import pipelines  # at call time: a pipeline's own modules import this one
+    try:
+        pipeline = pipelines.load(_raw(env, pipelines.ENV))
+    except PipelineError as exc:
+        raise SystemExit(f"{pipelines.ENV}: {exc}") from None
+    return tuple(pipeline.extras.get("classifiers", ()))
 
 
 def _data_dir(env: Mapping[str, str]) -> Path:

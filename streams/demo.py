@@ -11,11 +11,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams import stack
+from streams import pipelines, stack
 from streams.client import TicketProducer, decode_value, visible, wait_for_outcomes
 from streams.config import Settings
 from streams.services import ServiceError
-from streams.topology import CLASSIFIERS, ESCALATIONS, RESPONSES
 
 # What running every model on every ticket would cost: 4 classifiers, writer, stronger writer, judge twice.
 ALL_MODELS_PER_TICKET = 8
@@ -27,28 +26,30 @@ def summarise(outcomes: dict[str, list[Any]], expected: dict[str, dict[str, str]
     judged: Counter[str] = Counter()
     calls = tokens = cases = 0
     replies = []
+    p = pipelines.active()
+    classifiers, responses, escalations = p.extras["classifiers"], p.extras["responses"], p.extras["escalations"]
     for cid, outs in outcomes.items():
         o = outs[0]
         per_topic[o.topic] += 1
-        if o.topic not in (RESPONSES, ESCALATIONS):
+        if o.topic not in (responses, escalations):
             continue
         case = decode_value(o.topic, o.raw)
         cases += 1
         calls += case["model_calls"]
         tokens += case["tokens"]
         truth = expected.get(cid) or {}
-        for c in CLASSIFIERS:
+        for c in classifiers:
             if c in truth and c in case["labels"]:
                 judged[c] += 1
                 correct[c] += case["labels"][c]["label"] == truth[c]
-        if o.topic == RESPONSES and len(replies) < 3:
+        if o.topic == responses and len(replies) < 3:
             replies.append({"tenant": case["tenant_id"], "subject": case["ticket"]["subject"], "reply": case["reply"],
                             "citations": case["citations"]})
     return {
         "tickets": len(outcomes),
         "duplicates": sum(1 for outs in outcomes.values() if len(outs) > 1),
         "per_topic": dict(per_topic),
-        "accuracy": {c: round(correct[c] / judged[c], 3) for c in CLASSIFIERS if judged[c]},
+        "accuracy": {c: round(correct[c] / judged[c], 3) for c in classifiers if judged[c]},
         "model_calls_per_ticket": round(calls / cases, 2) if cases else 0.0,
         "tokens_per_ticket": round(tokens / cases, 1) if cases else 0.0,
         "all_models_calls_per_ticket": ALL_MODELS_PER_TICKET,

@@ -18,9 +18,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from streams import pipelines
 from streams.client import Out, read_record
 from streams.ledger import ANSWERED, REPLAYED, Decisions, read_decisions, read_to_end
-from streams.topology import DLQ_REPLAYS, STEPS, dlq_topic
 from streams.transact import Scope, Txn, scope_id
 
 BATCH = 500
@@ -60,7 +60,8 @@ class DeadLetter:
 
 def scan(bootstrap: str, steps: Iterable[str] | None = None, *, timeout: float = 120) -> list[DeadLetter]:
     """Every dead letter of ``steps`` (default: all) up to where each topic ends now."""
-    topics = [dlq_topic(s) for s in (steps or STEPS)]
+    p = pipelines.active()
+    topics = [p.dlq_topic(s) for s in (steps or p.step_names)]
     return [DeadLetter(o) for o in read_to_end(bootstrap, topics, timeout=timeout)]
 
 
@@ -131,7 +132,7 @@ def replay(bootstrap: str, step: str, *, reason: str | None = None, correlation_
     answered by hand: those with ``reason``, of ``correlation_id`` (which two tenants may share), or the one
     entry ``entry_id`` (read at its offset, not found by a scan)."""
     if entry_id is not None and reason is None and correlation_id is None:
-        one = read_entry(bootstrap, entry_id) if entry_id.startswith(dlq_topic(step) + "/") else None
+        one = read_entry(bootstrap, entry_id) if entry_id.startswith(pipelines.active().dlq_topic(step) + "/") else None
         letters = [one] if one is not None else []
     else:
         letters = [d for d in scan(bootstrap, [step])
@@ -167,7 +168,7 @@ def replay_letters(bootstrap: str, step: str, letters: list[DeadLetter], *, dry_
     if dry_run or not todo:
         return report(decided, tuple(d.id for d in todo) if dry_run else (), 0)
     own = scope is None
-    scope = scope or Scope(bootstrap, scope_id(dlq_topic(step)), lambda: read_decisions(bootstrap))
+    scope = scope or Scope(bootstrap, scope_id(pipelines.active().dlq_topic(step)), lambda: read_decisions(bootstrap))
     sent: list[str] = []
     try:
         while True:
@@ -198,5 +199,5 @@ def _send(txn: Txn, d: DeadLetter) -> None:
     if not target:
         raise ValueError(f"{d.id} has no dlq.source header; cannot tell where to replay it")
     txn.produce(target, d.correlation_id or None, d.out.raw, headers)
-    txn.produce(DLQ_REPLAYS, d.id, json.dumps({"to": target, "attempt": d.attempt + 1, "ts": headers["replay.ts"],
+    txn.produce(pipelines.active().replay_topic, d.id, json.dumps({"to": target, "attempt": d.attempt + 1, "ts": headers["replay.ts"],
                                                "correlation_id": d.correlation_id}).encode())

@@ -23,6 +23,8 @@ chain is tried; anything else becomes a dead-letter record with ``dlq.reason = e
     ├── DuplicateTicket                 DUPLICATE       a second ticket with the (tenant, correlation ID, attempt)
     │                                                   of one the join holds or has just finished
     ├── StateError                      STATE_UNAVAILABLE (Redis down), retryable
+    ├── PipelineError                   PIPELINE_INVALID a declaration that cannot run (a cycle, an unknown
+    │                                                   dependency, a task that cannot be imported...)
     └── Outage                          MODEL_OUTAGE: every model of a chain is away and the policy is to
                                         wait for it (TRIAGE_MODEL_OUTAGE=wait), retryable until the deadline
 """
@@ -136,3 +138,9 @@ class Outage(TriageError):
 
 
 OUTAGE_CODES = ("MODEL_TIMEOUT", "MODEL_UNAVAILABLE", "MODEL_RATE_LIMITED")
+
+
+class PipelineError(TriageError):
+    """A pipeline declaration that cannot run; the message names every problem found, before anything runs."""
+
+    code = "PIPELINE_INVALID"

@@ -19,14 +19,20 @@ from typing import Any, Iterable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from streams import pipelines
 from streams.client import Out
 from streams.kafka_io import KafkaFailure, base_config
 from streams.records import decode_key, message_headers
-from streams.topology import DLQ_REPLAYS
 
 HUMAN_RESOLUTIONS = "triage.human.resolutions"
 """The same topic as ``streams.ui.queue.RESOLUTIONS`` (the page's index reads it)."""
-LEDGERS: tuple[str, ...] = (HUMAN_RESOLUTIONS, DLQ_REPLAYS)
+
+
+def ledgers() -> tuple[str, ...]:
+    """The answers by hand (one topic for every pipeline: its keys name the entry's topic) and the replays of
+    the pipeline this process works on."""
+    return (HUMAN_RESOLUTIONS, pipelines.active().replay_topic)
+
 ANSWERED, REPLAYED = "answered", "replayed"
 
 
@@ -44,7 +50,7 @@ class Decisions:
 
     def apply(self, topic: str, key: str | None, value: bytes | None) -> None:
         """Take one ledger record (a tombstone forgets the decision)."""
-        if not key or topic not in LEDGERS:
+        if not key or topic not in ledgers():
             return
         table, ident = ((self.answered, entry_of_resolution(key)) if topic == HUMAN_RESOLUTIONS
                         else (self.replayed, key))
@@ -76,7 +82,7 @@ def read_decisions(bootstrap: str, *, timeout: float = 60.0) -> Decisions:
     """Both ledgers read to the end they have now, every transaction below it settled; KafkaFailure if that
     cannot be done in ``timeout`` (a partial read would let an entry be decided twice)."""
     out = Decisions()
-    for o in read_to_end(bootstrap, LEDGERS, settled=True, timeout=timeout):
+    for o in read_to_end(bootstrap, ledgers(), settled=True, timeout=timeout):
         out.apply(o.topic, o.key, o.raw)
     return out
 

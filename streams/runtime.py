@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import threading
 import time
@@ -52,7 +53,6 @@ from streams.kafka_io import (KafkaFailure, base_config, consumer_config, encode
                               unread)
 from streams.records import CARRIED_HEADERS, Emit, Record, decode_key, message_headers
 from streams.step import Step, StepContext
-from streams.topology import JOIN_STATE, TOPIC_SCHEMA, dlq_topic, group_id
 
 log = logging.getLogger("triage.runtime")
 
@@ -142,10 +142,14 @@ class StepRunner:
                  commit_deadline_s: float = COMMIT_DEADLINE_S) -> None:
         self.step, self.ctx, self.instance = step, ctx, instance
         self.settings = ctx.settings
+        self.pipeline = ctx.pipeline
         self.stats = Stats()
-        self._consumer_conf = consumer_config(self.settings.bootstrap, group_id(step.name),
+        self._consumer_conf = consumer_config(self.settings.bootstrap, self.pipeline.group_id(step.name),
                                               {**self.settings.kafka, **(consumer_extra or {})})
-        self._producer_conf = producer_config(self.settings.bootstrap, f"triage.{step.name}.{instance}",
+        # The group's name leads the transactional id: two pipelines with a step of the same name never fence
+        # each other.
+        self._producer_conf = producer_config(self.settings.bootstrap,
+                                              f"{self.pipeline.group_id(step.name)}.{instance}",
                                               {**self.settings.kafka, **(producer_extra or {})})
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._extra: list[tuple[int, list[Output]]] = []
@@ -180,7 +184,7 @@ class StepRunner:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._stateful = bool(getattr(step, "stateful", False))
-        self._changelog: str = getattr(step, "changelog", JOIN_STATE)
+        self._changelog: str | None = getattr(step, "changelog", None)
         self._stuck = False
         self._aborts_in_row = 0
         self._timeouts_in_row = 0
@@ -462,7 +466,7 @@ class StepRunner:
         me = self._consumer.memberid()
         if not me:
             return None
-        group = group_id(self.step.name)
+        group = self.pipeline.group_id(self.step.name)
         if self._admin is None:
             self._admin = AdminClient(base_config(self.settings.bootstrap))
         desc = self._admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
@@ -710,7 +714,7 @@ class StepRunner:
             "messaging.kafka.offset": record.offset, "triage.attempt": record.attempt})
         span_cm.__enter__()
         try:
-            schema = TOPIC_SCHEMA.get(record.topic)
+            schema = self.pipeline.schema_of(record.topic)
             if schema is not None:
                 try:
                     record = _with_value(record, avro.decode(record.raw, schema))
@@ -784,8 +788,10 @@ class StepRunner:
             if e.value is None or isinstance(e.value, (bytes, bytearray)):
                 value = bytes(e.value) if e.value is not None else None
             else:
-                schema = TOPIC_SCHEMA[e.topic]
-                value = avro.encode(schema, e.value)  # SchemaInvalid: the step's output failed validation
+                schema = self.pipeline.schema_of(e.topic)
+                # SchemaInvalid: the step's output failed validation. A topic without a schema carries JSON.
+                value = (avro.encode(schema, e.value) if schema is not None
+                         else json.dumps(e.value, ensure_ascii=False, separators=(",", ":")).encode())
             if value is not None and len(value) > self._limit(e.topic):
                 raise TriageError(f"output of {len(value)} bytes is over the limit", code="OVERSIZED")
             metrics.RECORDS_OUT.labels(self.step.name, e.topic).inc()
@@ -800,7 +806,7 @@ class StepRunner:
         its record's bytes, cut to fit (dead_letter.fit_value)."""
         if topic == self._changelog:
             return self.settings.max_value_bytes + STATE_OVERHEAD_BYTES
-        if topic.startswith(dlq_topic("")):
+        if topic.startswith(self.pipeline.dlq_topic("")):
             return MAX_VALUE_BYTES
         return self.settings.max_value_bytes
 
@@ -829,7 +835,7 @@ class StepRunner:
         headers = dead_letter_headers(record, self.step.name, reason, error, attempts)
         headers["correlation_id"] = cid
         value = fit_value(record.raw, headers)
-        return (dlq_topic(self.step.name), None, cid.encode(), value, encode_headers(headers))
+        return (self.pipeline.dlq_topic(self.step.name), None, cid.encode(), value, encode_headers(headers))
 
     async def _commit(self) -> None:
         epoch = self._epoch

@@ -12,11 +12,11 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from streams import pipelines
 from streams.config import REPO_ROOT, Settings
 from streams.services import ServiceError, proc
 from streams.services.kafka_broker import BrokerSpec, prepare_cluster, TopicSpec, broker_ready, ensure_topics, start_broker, stop_broker
 from streams.services.redis_server import start_redis, stop_redis
-from streams.topology import DLQ_REPLAYS, IN, JOIN_STATE, STEPS, all_topics
 
 Say = Callable[[str], None]
 BIG = str(8 * 1024 * 1024)
@@ -46,16 +46,18 @@ def broker_specs(settings: Settings, brokers: int) -> list[BrokerSpec]:
 
 def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
     specs = []
-    for name in all_topics():
+    pipeline = pipelines.active()
+    for name in pipeline.all_topics():
+        topic = pipeline.topic(name)
         config: dict[str, str] = {}
         if replication >= 3:
             # acks=all then needs two live replicas: one broker may die without losing a committed record.
             config["min.insync.replicas"] = "2"
-        if name == DLQ_REPLAYS:
+        if name == pipeline.replay_topic:
             config["cleanup.policy"] = "compact"
-        elif name == JOIN_STATE:
+        elif topic.compacted:  # a changelog: compacted soon, so a restore reads little more than the state
             config.update({"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"})
-        elif name == IN or name.startswith("tickets.dlq."):
+        elif topic.big:
             # Oversized tickets must reach ingest (and its DLQ, bytes untouched) to be rejected there.
             config["max.message.bytes"] = BIG
         specs.append(TopicSpec(name, settings.partitions, replication, config))
@@ -122,13 +124,14 @@ def start_services(settings: Settings, say: Say = lambda _: None, brokers: int |
     else:
         say(f"models     {settings.model_base_url}")
     created = ensure_topics(settings.bootstrap, topic_specs(settings, replication=min(3, size)))
-    say(f"topics     {len(all_topics())} ready ({len(created)} created)")
+    say(f"topics     {len(pipelines.active().all_topics())} ready ({len(created)} created)")
 
 
-def start_workers(settings: Settings, steps: tuple[str, ...] = STEPS, replicas: int = 1,
+def start_workers(settings: Settings, steps: tuple[str, ...] | None = None, replicas: int = 1,
                   say: Say = lambda _: None) -> int:
     """Start the supervisor, which keeps ``replicas`` worker processes per step alive. Returns its pid."""
     from streams import supervisor
+    steps = pipelines.active().step_names if steps is None else steps
     wanted = supervisor.desired_slots(settings.home)
     wanted.update({step: max(wanted.get(step, 0), replicas) for step in steps})
     supervisor.write_slots(settings.home, wanted)

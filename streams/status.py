@@ -8,12 +8,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from processors.registry import build
+from streams import pipelines
 from streams.client import visible
 from streams.config import Settings
 from streams.kafka_io import base_config
 from streams.services import proc
-from streams.topology import STEPS, group_id, terminal_topics
 
 
 def _watermarks(c: Consumer, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
@@ -62,7 +61,7 @@ def _worker_metrics(running: dict[str, int], interval: float) -> dict[str, dict[
     for name in running:
         if name.startswith("worker-"):
             step, _, index = name.removeprefix("worker-").rpartition("-")
-            if step in STEPS:
+            if step in pipelines.active().step_names:
                 ports.setdefault(step, []).append(metrics_port(step, int(index)))
 
     def sample() -> dict[str, dict[str, float]]:
@@ -104,10 +103,11 @@ def collect(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
         doc["error"] = str(exc)
         return doc
     try:
-        for step in STEPS:
-            inputs = build(step, settings).inputs
+        pipeline = pipelines.active()
+        for spec in pipeline.steps:
+            step, inputs = spec.name, spec.consumes
             lag = 0
-            c = Consumer(base_config(settings.bootstrap, **{"group.id": group_id(step)}))
+            c = Consumer(base_config(settings.bootstrap, **{"group.id": pipeline.group_id(step)}))
             try:
                 tps = [TopicPartition(t, p) for t in inputs if t in md.topics for p in md.topics[t].partitions]
                 committed = c.committed(tps, timeout=5) if tps else []
@@ -121,7 +121,7 @@ def collect(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
             doc["steps"][step] = {"lag": lag, "workers": len(workers)}
         for step, m in _worker_metrics(running, interval).items():
             doc["steps"][step].update(m)
-        for t in terminal_topics():
+        for t in pipeline.terminal_topics():
             if t in md.topics:
                 depth = sum(h - lo for lo, h in _watermarks(probe, t, list(md.topics[t].partitions)).values())
                 doc["terminal"][t] = depth
@@ -136,12 +136,11 @@ def _drift(settings: Settings) -> dict[str, Any]:
 
     from streams.drift import read_states
     from streams.tenant_state import connect
-    from streams.topology import CLASSIFIERS
 
     async def read() -> dict[str, Any]:
         r = connect(settings.redis_url)
         try:
-            return await read_states(r, list(CLASSIFIERS))
+            return await read_states(r, list(pipelines.active().extras.get("classifiers", ())))
         finally:
             await r.aclose()
     try:

@@ -11,8 +11,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 
+from streams import pipelines
 from streams.config import Settings
 from streams.models import Memo, ModelGateway
+from streams.pipeline import Pipeline
 from streams.records import Emit, Record
 from streams.tenant_state import TenantStore
 
@@ -25,6 +27,12 @@ class StepContext:
     settings: Settings
     models: ModelGateway
     redis: aioredis.Redis | None
+    pipeline_override: Pipeline | None = None
+    """The pipeline the step belongs to; None: the one this process works on (``TRIAGE_PIPELINE``)."""
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.pipeline_override if self.pipeline_override is not None else pipelines.active()
 
     def store(self, tenant: str) -> TenantStore | None:
         """The tenant-scoped door to Redis, or None when the step runs without Redis."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from streams.config import REPO_ROOT, Settings
 from streams.services import proc
-from streams.topology import STEPS
+from streams import pipelines
 
 log = logging.getLogger("triage.supervisor")
 NAME = "supervisor"
@@ -59,7 +59,7 @@ def write_slots(home: Path, replicas: dict[str, int]) -> None:
 
 def metrics_port(step: str, index: int) -> int:
     """Each slot's /metrics port: TRIAGE_METRICS_BASE_PORT (9400) + 10 x step number + replica."""
-    return _metrics_base() + 10 * STEPS.index(step) + index
+    return _metrics_base() + 10 * pipelines.active().step_names.index(step) + index
 
 
 def _metrics_base() -> int:

@@ -16,7 +16,6 @@ from contextlib import AsyncExitStack
 
 from confluent_kafka import KafkaException
 
-from processors.registry import build
 from streams import tracing
 from streams.config import Settings
 from streams.models import ModelGateway
@@ -99,7 +98,7 @@ async def _supervise(settings: Settings, name: str, ctx: StepContext, instance: 
     """
     failures = 0
     while not stop.is_set():
-        runner = StepRunner(build(name, settings), ctx, instance=instance)
+        runner = StepRunner(ctx.pipeline.build(name, settings), ctx, instance=instance)
         try:
             await runner.run(stop)
             return

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from streams import config, stack
 from streams.client import Out, TicketProducer, decode_value, read
-from streams.topology import STEPS, terminal_topics
+from processors.topology import STEPS, terminal_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "deploy" / "sample"
@@ -151,9 +151,9 @@ class Stack:
         up to) and the high watermark, plus whether its worker lives and the last lines of its log."""
         from confluent_kafka import Consumer, TopicPartition
 
-        from processors.registry import build
+        from processors.support import PIPELINE
         from streams.kafka_io import base_config
-        from streams.topology import group_id
+        from processors.topology import group_id
 
         def client(group: str, isolation: str) -> Consumer:
             return Consumer(base_config(self.bootstrap, **{"group.id": group, "isolation.level": isolation}))
@@ -165,7 +165,7 @@ class Stack:
             for step in STEPS:
                 group = client(group_id(step), "read_committed")
                 try:
-                    tps = [TopicPartition(t, p) for t in build(step, self.settings).inputs
+                    tps = [TopicPartition(t, p) for t in PIPELINE.build(step, self.settings).inputs
                            for p in range(self.settings.partitions)]
                     parts = {}
                     for tp in group.committed(tps, timeout=10):

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 from aiohttp.test_utils import TestClient, TestServer
 
 from streams.client import Out, TicketProducer, read
-from streams.topology import RESPONSES, dlq_topic
+from processors.topology import RESPONSES, dlq_topic
 from streams.ui.app import INDEX, RESOLVER, make_app
 from streams.ui.queue import QueueIndex
 from tests.harness import REPO_ROOT, Stack

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from streams.topology import DLQ_REPLAYS, RESPONSES, dlq_topic
+from processors.topology import DLQ_REPLAYS, RESPONSES, dlq_topic
 from streams.ui.queue import QueueIndex
 from tests.harness import Stack
 from tests.queue_pages import (answer, bearer, cli, dead_letters, entry_id, login, page, path_of, resolutions_of,

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from streams.client import TicketProducer, read
-from streams.topology import ESCALATIONS, RESPONSES, dlq_topic
+from processors.topology import ESCALATIONS, RESPONSES, dlq_topic
 from tests.harness import SAMPLE, Stack, sample_tickets
 
 pytestmark = pytest.mark.kafka

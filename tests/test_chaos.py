@@ -14,7 +14,7 @@ import pytest
 
 from streams.config import REPO_ROOT
 from streams.services.kafka_broker import BrokerSpec, start_broker, stop_broker
-from streams.topology import STEPS
+from processors.topology import STEPS
 from tests.harness import Stack, sample_tickets
 
 pytestmark = pytest.mark.kafka

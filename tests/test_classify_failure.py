@@ -5,7 +5,7 @@ from __future__ import annotations
 from processors.classify import Classify
 from streams import avro
 from streams.records import Record
-from streams.topology import CLASSIFIED, TOPIC_SCHEMA
+from processors.topology import CLASSIFIED, TOPIC_SCHEMA
 
 
 def _record(value: object, headers: dict[str, str]) -> Record:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
-from streams.topology import STEPS
+from processors.topology import STEPS
 
 COMMANDS = [[], ["up"], ["supervise"], ["scale"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["status"], ["kb"],
             ["kb", "load"], ["dlq"], ["dlq", "list"],

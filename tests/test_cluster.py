@@ -28,7 +28,7 @@ from streams.services import proc
 from streams.services.kafka_broker import start_broker
 from streams.services.redis_server import start_redis
 from streams.stack import broker_specs
-from streams.topology import STEPS
+from processors.topology import STEPS
 from tests.fake_openai import FakeModels
 from tests.harness import Stack, fake_models_env, sample_tickets
 

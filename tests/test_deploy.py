@@ -1,7 +1,7 @@
 """The deployment files under deploy/ agree with the code they deploy.
 
 Docker Compose, the Kubernetes manifests and the Dockerfile are checked against the project's own truth:
-the steps and topics of ``streams.topology``, the topic configs of ``streams.stack.topic_specs``, each step's
+the steps and topics of ``processors.topology``, the topic configs of ``streams.stack.topic_specs``, each step's
 input topics, the settings of ``streams.config`` and the ``triage`` command line itself. No Docker, Kafka or
 cluster is needed: the files are parsed, and every ``triage`` command line in them is parsed by the real CLI.
 """
@@ -20,10 +20,10 @@ import yaml
 from typer.testing import CliRunner
 
 from processors.offline.server import MODELS as OFFLINE_MODELS
-from processors.registry import build
+from processors.support import PIPELINE
 from streams import config, stack
 from streams.cli import app
-from streams.topology import CLASSIFIED, STEPS, all_topics, group_id
+from processors.topology import CLASSIFIED, STEPS, all_topics, group_id
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -379,7 +379,7 @@ def test_k8s_one_scaled_object_per_step_on_its_group_and_input() -> None:
         assert trigger["type"] == "kafka"
         m = trigger["metadata"]
         assert m["consumerGroup"] == group_id(step)
-        assert m["topic"] in build(step, SETTINGS).inputs, f"{step} does not read {m['topic']}"
+        assert m["topic"] in PIPELINE.build(step, SETTINGS).inputs, f"{step} does not read {m['topic']}"
         if step == "join":
             assert m["topic"] == CLASSIFIED
         assert m["lagThreshold"] == "50"

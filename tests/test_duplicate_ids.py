@@ -12,7 +12,7 @@ import pytest
 
 from streams import avro
 from streams.client import Out, TicketProducer, read
-from streams.topology import ESCALATIONS, RESPONSES, STEPS, dlq_topic
+from processors.topology import ESCALATIONS, RESPONSES, STEPS, dlq_topic
 from tests.harness import Stack, routine_tickets
 
 pytestmark = pytest.mark.kafka

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from streams import dlq
-from streams.topology import ESCALATIONS, RESPONSES, dlq_topic
+from processors.topology import ESCALATIONS, RESPONSES, dlq_topic
 from tests.fake_openai import FakeModels
 from tests.harness import Stack, fake_models_env, routine_tickets, value
 

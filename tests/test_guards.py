@@ -10,7 +10,7 @@ import pytest
 
 from streams.drift import read_states
 from streams.tenant_state import connect
-from streams.topology import ESCALATIONS, RESPONSES
+from processors.topology import ESCALATIONS, RESPONSES
 from tests.fake_openai import FakeModels
 from tests.harness import Stack, fake_models_env, routine_tickets, sample_tickets, value
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from processors import injection, prompts
-from streams.topology import ESCALATIONS, RESPONSES
+from processors.topology import ESCALATIONS, RESPONSES
 from tests.fake_openai import FakeModels
 from tests.harness import Stack, fake_models_env, kb_docs, sample_tickets, value
 

@@ -19,7 +19,7 @@ from streams.kafka_io import base_config, read_partition
 from streams.runtime import StepRunner
 from streams.services.kafka_broker import TopicSpec, ensure_topics
 from streams.step import StepContext
-from streams.topology import CLASSIFIERS, dlq_topic
+from processors.topology import CLASSIFIERS, dlq_topic
 from tests.harness import Stack
 
 pytestmark = pytest.mark.kafka

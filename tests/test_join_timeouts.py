@@ -10,7 +10,7 @@ from processors.case import new_case
 from processors.join import Join, encode_state
 from streams import avro
 from streams.records import Record
-from streams.topology import CLASSIFIED, JOINED, VALID
+from processors.topology import CLASSIFIED, JOINED, VALID
 
 HOUR_MS = 3600 * 1000
 RESULT = {"ok": True, "label": "billing", "confidence": 0.9, "model": "m", "error_code": None, "calls": 1, "tokens": 1}

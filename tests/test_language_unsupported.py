@@ -12,7 +12,7 @@ from processors import prompts
 from processors.classify import label_validator
 from processors.offline import classify
 from streams.errors import InvalidModelOutput
-from streams.topology import ESCALATIONS
+from processors.topology import ESCALATIONS
 from tests.fake_openai import FakeModels
 from tests.harness import Stack, fake_models_env, routine_tickets, value
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from streams.topology import ESCALATIONS, RESPONSES
+from processors.topology import ESCALATIONS, RESPONSES
 from tests.harness import Stack, kb_docs, sample_tickets, value
 
 pytestmark = pytest.mark.kafka

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from streams import dlq
 from streams.kafka_io import producer_config
 from streams.services.kafka_broker import TopicSpec, ensure_topics
-from streams.topology import dlq_topic
+from processors.topology import dlq_topic
 from tests.harness import Stack
 from tests.queue_pages import bearer, page, path_of, until_indexed, until_status
 

@@ -13,7 +13,7 @@ from streams.models import ModelGateway
 from streams.records import Record
 from streams.step import StepContext
 from streams.tenant_state import connect
-from streams.topology import DRAFTS, RESPONSES
+from processors.topology import DRAFTS, RESPONSES
 from tests.harness import Stack
 
 pytestmark = pytest.mark.kafka

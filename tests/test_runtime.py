@@ -18,7 +18,7 @@ from streams.records import Emit, Record
 from streams.runtime import KafkaStuck, StepRunner
 from streams.services.kafka_broker import TopicSpec, ensure_topics
 from streams.step import StepContext
-from streams.topology import dlq_topic, group_id
+from processors.topology import dlq_topic, group_id
 from tests.harness import Stack
 
 pytestmark = pytest.mark.kafka

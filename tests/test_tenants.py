@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from streams.client import TicketProducer, read
-from streams.topology import RESPONSES, terminal_topics
+from processors.topology import RESPONSES, terminal_topics
 from tests.harness import Stack, kb_docs, sample_tickets, value
 
 pytestmark = pytest.mark.kafka

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer
 
 from streams import avro
 from streams.client import Out, TicketProducer, read
-from streams.topology import ESCALATIONS, RESPONSES
+from processors.topology import ESCALATIONS, RESPONSES
 from streams.ui.app import INDEX, make_app
 from streams.ui.queue import RESOLUTIONS, QueueIndex
 from tests.harness import Stack, free_port, sample_tickets

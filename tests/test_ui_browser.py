@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from streams import avro
-from streams.topology import dlq_topic
+from processors.topology import dlq_topic
 from tests.harness import REPO_ROOT, Stack
 from tests.test_ui import TOKENS, UiServer, critical, entry_id, escalate
 

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 
 from streams.client import RecordReader, read_record
 from streams.kafka_io import producer_config
-from streams.topology import dlq_topic
+from processors.topology import dlq_topic
 from streams.ui.app import INDEX, MAX_PAGE, PAGE
 from streams.ui.queue import QueueIndex
 from tests.harness import Stack

@@ -20,7 +20,7 @@ from aiohttp import web
 from confluent_kafka import Producer
 
 from streams.kafka_io import producer_config
-from streams.topology import dlq_topic
+from processors.topology import dlq_topic
 from streams.ui.app import make_app
 from streams.ui.auth import FailureLimiter
 from tests.harness import REPO_ROOT, Stack, free_port

@@ -13,7 +13,7 @@ import pytest
 
 from streams.client import TicketProducer, read
 from streams.config import REPO_ROOT
-from streams.topology import VALID, dlq_topic
+from processors.topology import VALID, dlq_topic
 from tests.harness import Stack
 
 pytestmark = pytest.mark.kafka

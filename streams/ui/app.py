@@ -28,7 +28,7 @@ from streams.ui import views
 from streams.kafka_io import KafkaFailure
 from streams.ui.auth import COOKIE, LOGIN_COOKIE, LOGIN_FORM_TTL_S, Auth, FailureLimiter, Session
 from streams.ui.queue import (DEAD_LETTER, ESCALATION, MAX_ANSWER_CHARS, Gone, NotAnswerable, QueueError, QueueIndex,
-                              case_for_answer, ensure_resolutions_topic)
+                              check_answerable, ensure_resolutions_topic)
 from streams.ui.resolve import Resolver
 
 log = logging.getLogger("triage.ui")
@@ -213,7 +213,7 @@ def _entry_id(request: web.Request) -> str:
 
 def _answerable(e: Any, tenant: str) -> bool:
     try:
-        case_for_answer(e, tenant)
+        check_answerable(e, tenant)
         return True
     except NotAnswerable:
         return False

@@ -28,19 +28,22 @@ from typing import Any, Callable, Iterable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from processors.case import new_case
-from streams import avro
+from streams import avro, pipelines
 from streams.client import RecordReader, behind, decode_value
 from streams.kafka_io import KafkaFailure, base_config
-from streams.ledger import HUMAN_RESOLUTIONS
+from streams.ledger import HUMAN_RESOLUTIONS, ledgers
 from streams.records import decode_key, message_headers
-from streams.topology import DLQ_REPLAYS, ESCALATIONS, IN, STEPS, TOPIC_SCHEMA, dlq_topic
 
 log = logging.getLogger("triage.ui")
 
 RESOLUTIONS = HUMAN_RESOLUTIONS
-QUEUE_TOPICS: tuple[str, ...] = (ESCALATIONS, *(dlq_topic(s) for s in STEPS))
-LEDGERS: tuple[str, ...] = (RESOLUTIONS, DLQ_REPLAYS)
+
+
+def queue_topics() -> tuple[str, ...]:
+    """What the page lists: the pipeline's escalations (if it has any) and every dead-letter topic."""
+    p = pipelines.active()
+    escalations = p.extras.get("escalations")
+    return (*([escalations] if escalations else []), *p.dead_letter_topics())
 ESCALATION, DEAD_LETTER = "escalation", "dead-letter"
 MAX_ANSWER_CHARS = 20_000
 
@@ -113,7 +116,7 @@ class Entry:
 
     @property
     def replay_step(self) -> str:
-        return self.topic.removeprefix("tickets.dlq.")
+        return self.topic.removeprefix(pipelines.active().dlq_topic(""))
 
     def load(self) -> "Entry":
         """This entry with its record's bytes (itself when it has them): read from Kafka by offset."""
@@ -131,7 +134,7 @@ class Entry:
     def case(self) -> dict[str, Any] | None:
         """The Case this entry carries, if its body is one."""
         e = self.load()
-        if TOPIC_SCHEMA.get(e.source_topic) != avro.CASE:
+        if pipelines.active().schema_of(e.source_topic) != avro.CASE:
             return None
         try:
             return avro.decode(e.raw, avro.CASE)
@@ -183,7 +186,7 @@ def make_entry(topic: str, partition: int, offset: int, timestamp_ms: int, key: 
                opener: Callable[[Entry], Entry] | None = None) -> Entry:
     """An entry for one record of a queue topic: with its bytes and all its headers if ``keep`` (an entry
     opened to be shown or acted on), else the bounded summary the index holds."""
-    kind = ESCALATION if topic == ESCALATIONS else DEAD_LETTER
+    kind = ESCALATION if topic == pipelines.active().extras.get("escalations") else DEAD_LETTER
     source = topic if kind == ESCALATION else headers.get("dlq.source", "").split("/")[0]
     value = decode_value(source, raw)
     ticket = _ticket_of(value) or {}
@@ -200,12 +203,12 @@ def make_entry(topic: str, partition: int, offset: int, timestamp_ms: int, key: 
         reason = case.get("escalation_reason") or headers.get("escalation.reason") or "UNKNOWN"
         trail = case.get("trail") or []
         step = "gate" if reason == "QUALITY_GATE" else (trail[-1].split(":", 1)[0] if trail else "route")
-        if step not in STEPS:
+        if step not in pipelines.active().step_names:
             step = "route"
         ts = timestamp_ms
     else:
         reason = headers.get("dlq.reason") or "UNKNOWN"
-        step = headers.get("dlq.step") or topic.removeprefix("tickets.dlq.")
+        step = headers.get("dlq.step") or topic.removeprefix(pipelines.active().dlq_topic(""))
         ts = _int(headers.get("dlq.ts"), timestamp_ms)
     subject = ticket.get("subject") if isinstance(ticket.get("subject"), str) else ""
     cid = headers.get("correlation_id") or key or ""
@@ -290,7 +293,7 @@ class QueueIndex:
             def refresh() -> bool:
                 """Assign the queue partitions not yet assigned (a topic created or grown since); whether any."""
                 md = c.list_topics(timeout=10)
-                new = [(t, p) for t in (*QUEUE_TOPICS, *LEDGERS) if t in md.topics
+                new = [(t, p) for t in (*queue_topics(), *ledgers()) if t in md.topics
                        for p in md.topics[t].partitions if (t, p) not in assigned]
                 if new:
                     c.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in new])
@@ -334,7 +337,7 @@ class QueueIndex:
     def _add(self, topic: str, partition: int, offset: int, ts: int, key: bytes | None,
              headers: dict[str, str], raw: bytes | None) -> None:
         k = decode_key(key) or None
-        if topic in (RESOLUTIONS, DLQ_REPLAYS):
+        if topic in ledgers():
             table = self._resolutions if topic == RESOLUTIONS else self._replays
             if not k:
                 return
@@ -413,19 +416,15 @@ class QueueIndex:
                 self._replays.setdefault(i, info)
 
 
-def case_for_answer(entry: Entry, tenant: str) -> dict[str, Any]:
-    """The Case an answer by hand is built on: the queued Case, or for a dead letter of ``ingest`` a Case
-    made from the ticket it rejected."""
-    entry = entry.load()  # one read by offset for what follows
-    case = entry.case()
-    if case is not None:
-        return case
-    if entry.kind == DEAD_LETTER and entry.source_topic == IN:
-        t = entry.ticket() or {}
-        if t.get("tenant_id") == tenant and isinstance(t.get("body"), str) and entry.correlation_id:
-            fields = {k: (t.get(k) if isinstance(t.get(k), str) else None)
-                      for k in ("subject", "body", "ticket_id", "customer_id", "channel")}
-            case = new_case(entry.correlation_id, tenant, fields, entry.timestamp_ms)
-            case["trail"] = [f"ingest: dead-lettered ({entry.reason})"]
-            return case
-    raise NotAnswerable("this entry carries no ticket that can be answered")
+def answer_form() -> Any:
+    """The pipeline's form of an answer by hand: ``TOPIC``, ``answer(entry, tenant, text) -> (correlation ID,
+    value)`` and ``case_for_answer(entry, tenant)``. NotAnswerable when its entries can only be replayed."""
+    form = pipelines.active().extras.get("human")
+    if form is None:
+        raise NotAnswerable(f"the pipeline {pipelines.active().name!r} takes no answers by hand; replay the entry")
+    return form
+
+
+def check_answerable(entry: Entry, tenant: str) -> None:
+    """NotAnswerable unless the pipeline can answer ``entry`` by hand."""
+    answer_form().case_for_answer(entry, tenant)

@@ -22,15 +22,13 @@ from typing import Any, Callable
 
 from confluent_kafka import Producer
 
-from processors.case import evolve
-from streams import avro, dlq
+from streams import dlq
 from streams.kafka_io import KafkaFailure
 from streams.ledger import ANSWERED, HUMAN_RESOLUTIONS, REPLAYED, Decisions, read_decisions
 from streams.records import CARRIED_HEADERS
-from streams.topology import RESPONSES
 from streams.transact import Commit, Scope, Txn, _commit, scope_id
 from streams.ui.queue import (DEAD_LETTER, MAX_ANSWER_CHARS, AlreadyResolved, Entry, NotAnswerable, NotReplayable,
-                              QueueError, QueueIndex, case_for_answer, resolution_key)
+                              QueueError, QueueIndex, answer_form, resolution_key)
 
 log = logging.getLogger("triage.ui")
 
@@ -120,16 +118,14 @@ class Resolver:
             raise NotAnswerable("the answer is empty")
         if len(text) > MAX_ANSWER_CHARS:
             raise NotAnswerable(f"the answer has {len(text)} characters; the limit is {MAX_ANSWER_CHARS}")
-        case = case_for_answer(entry, tenant)
-        out = evolve(case, "human: answered by hand in the queue", reply=text, writer_model="human",
-                     citations=[], route="human")
-        cid = entry.correlation_id or case["correlation_id"]
+        form = answer_form()
+        cid, value = form.answer(entry, tenant, text)
+        topic_out = form.TOPIC
         headers = {k: entry.headers[k] for k in CARRIED_HEADERS if entry.headers.get(k)}
         headers.update({"correlation_id": cid, "tenant_id": tenant, "attempt": str(entry.attempt),
                         "resolution": "human", "resolves": entry.id})
         key = resolution_key(tenant, entry)
         answer_id = uuid.uuid4().hex
-        value = avro.encode(avro.CASE, out)
 
         def decide(view: Decisions, txn: Txn) -> dict[str, Any]:
             decided = view.of(entry.id)
@@ -138,11 +134,11 @@ class Resolver:
                 if kind == ANSWERED and info.get("answer_id") == answer_id:
                     return info  # ours: the commit that "failed" had landed
                 raise refusal(kind, info)
-            i = txn.produce(RESPONSES, cid, value, headers)
+            i = txn.produce(topic_out, cid, value, headers)
             txn.flush()
             topic, partition, offset = txn.position(i)
             info = {"resolution": "human", "correlation_id": cid, "attempt": entry.attempt,
-                    "resolved_at_ms": int(now() * 1000), "response_topic": RESPONSES,
+                    "resolved_at_ms": int(now() * 1000), "response_topic": topic_out,
                     "response": f"{topic}/{partition}/{offset}", "answer_id": answer_id}
             txn.produce(HUMAN_RESOLUTIONS, key, json.dumps(info).encode(), {"tenant_id": tenant})
             return info
