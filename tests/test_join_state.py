@@ -13,7 +13,9 @@ from confluent_kafka import Producer
 import processors.join as join_module
 from processors.case import new_case
 from processors.join import Join, decode_state
-from streams import avro, topology
+from streams import avro
+from streams.pipeline import Topic
+from processors.support import PIPELINE as SUPPORT
 from streams.client import Out, TicketProducer, read
 from streams.kafka_io import base_config, read_partition
 from streams.runtime import StepRunner
@@ -61,6 +63,9 @@ class Lane:
         ensure_topics(self.stack.bootstrap, [TopicSpec(t, 1) for t in (
             self.valid, self.classified, self.joined, self.changelog, dlq_topic(self.name))])
         self.producer = Producer(base_config(self.stack.bootstrap))
+        # The runtime decodes its inputs by topic: these topics carry what the pipeline's join topics carry.
+        self.pipeline = dataclasses.replace(SUPPORT, topics=(*SUPPORT.topics, Topic(self.valid, "dev.triage.Case"),
+                                                             Topic(self.classified, "dev.triage.Classification")))
 
     def join(self, **kwargs: Any) -> Join:
         return Join(120, name=self.name, valid=self.valid, classified=self.classified, joined=self.joined,
@@ -90,11 +95,8 @@ class Lane:
 
 
 @pytest.fixture
-def lane(pipeline: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lane]:
+def lane(pipeline: Stack) -> Iterator[Lane]:
     lane = Lane(pipeline)
-    # The runtime decodes its inputs by topic: these topics carry what the pipeline's join topics carry.
-    monkeypatch.setitem(topology.TOPIC_SCHEMA, lane.valid, "dev.triage.Case")
-    monkeypatch.setitem(topology.TOPIC_SCHEMA, lane.classified, "dev.triage.Classification")
     yield lane
     del lane.producer  # closed now, not at the end of the session after the broker has gone
 
@@ -122,7 +124,7 @@ async def test_a_failure_inside_the_join_gives_the_ticket_one_dead_letter(lane: 
     limit = len(raw) + 64  # the ticket fits, the joined Case (labels, trail) does not
     settings = dataclasses.replace(lane.stack.settings, max_value_bytes=limit)
     join = lane.join(max_value_bytes=limit)
-    runner = StepRunner(join, StepContext(join.name, settings, None, None), instance="t")  # type: ignore[arg-type]
+    runner = StepRunner(join, StepContext(join.name, settings, None, None, lane.pipeline), instance="t")  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
@@ -149,7 +151,7 @@ async def test_a_tick_deletion_does_not_outlive_a_newer_state_of_its_key(lane: L
     # A transaction every 5 s at most: the deletion is held long enough for the next ticket to join it.
     settings = dataclasses.replace(lane.stack.settings, commit_interval_s=5.0)
     join = lane.join()
-    runner = StepRunner(join, StepContext(join.name, settings, None, None), instance="t")  # type: ignore[arg-type]
+    runner = StepRunner(join, StepContext(join.name, settings, None, None, lane.pipeline), instance="t")  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
