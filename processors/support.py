@@ -68,6 +68,6 @@ PIPELINE = Pipeline(
     group_prefix="triage",
     replays=DLQ_REPLAYS,
     describe="Support-ticket triage: four classifiers, a join, a router, retrieval, a writer and a quality gate.",
-    extras={"classifiers": CLASSIFIERS, "escalations": ESCALATIONS, "responses": RESPONSES, "human": human,
+    extras={"input": "ticket", "classifiers": CLASSIFIERS, "escalations": ESCALATIONS, "responses": RESPONSES, "human": human,
             "summary": _summary},
 )

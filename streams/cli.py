@@ -180,16 +180,18 @@ def _read_lines(source: str) -> list[tuple[int, str]]:
 
 
 @app.command()
-def produce(source: str = typer.Argument(..., help="A JSON-lines file of tickets, or - for standard input."),
+def produce(source: str = typer.Argument(..., help="A JSON-lines file (tickets for support), or - for standard input."),
             as_json: bool = typer.Option(False, "--json", help="Send JSON (content-type: application/json) instead of Avro."),
             limit: Optional[int] = typer.Option(None, "--max", help="Send at most this many tickets."),
             pipeline: Optional[str] = _pipeline_option()) -> None:
-    """Send tickets to tickets.in; prints one line per ticket ending with its correlation ID."""
-    from streams.client import TicketProducer
-    _use(pipeline)
+    """Send JSON lines to the pipeline's input topic (tickets.in); one line per record ending with its correlation ID."""
+    from streams.client import InputProducer, TicketProducer
+    chosen = _use(pipeline)
     lines = _read_lines(source)
     s = _settings()
-    p = TicketProducer(s.bootstrap, as_json=as_json)
+    # A pipeline whose input is the Ticket record takes Avro unless --json; any other takes the JSON objects.
+    tickets = chosen.extras.get("input") == "ticket"
+    p = (TicketProducer if tickets else InputProducer)(s.bootstrap, as_json=as_json or not tickets)
     bad = 0
     sent = 0
     for lineno, line in lines:
@@ -212,7 +214,8 @@ def produce(source: str = typer.Argument(..., help="A JSON-lines file of tickets
         sent += 1
         print(f"sent\t{visible(r.tenant_id)}\t{visible(r.ticket_id or '-')}\t{visible(r.correlation_id)}", flush=True)
     p.flush()
-    _note(f"{sent} tickets sent to tickets.in" + (f", {bad} lines skipped" if bad else ""))
+    _note(f"{sent} {'tickets' if tickets else 'records'} sent to {chosen.input}"
+          + (f", {bad} lines skipped" if bad else ""))
     if bad and not sent:
         raise typer.Exit(1)
 

@@ -37,10 +37,11 @@ def ticket_record(doc: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-class TicketProducer:
-    """Sends tickets to tickets.in, Avro by default or JSON (``content-type: application/json``)."""
+class InputProducer:
+    """Sends JSON objects to a pipeline's input topic, each keyed by a new correlation ID (or its own
+    ``correlation_id`` field), ``content-type: application/json``."""
 
-    def __init__(self, bootstrap: str, *, as_json: bool = False, topic: str | None = None) -> None:
+    def __init__(self, bootstrap: str, *, as_json: bool = True, topic: str | None = None) -> None:
         self._p = Producer(producer_config(bootstrap, None))
         self._as_json, self._topic = as_json, topic or pipelines.active().input
         self._errors: list[str] = []
@@ -51,16 +52,13 @@ class TicketProducer:
 
     def send(self, doc: dict[str, Any], correlation_id: str | None = None,
              headers: dict[str, str] | None = None) -> Sent:
-        cid = correlation_id or str(uuid.uuid4())
-        if self._as_json:
-            value = json.dumps({k: doc.get(k) for k in TICKET_FIELDS if k in doc}).encode()
-            hdrs = {"content-type": "application/json"}
-        else:
-            value = avro.encode(avro.TICKET, ticket_record(doc))
-            hdrs = {"content-type": "avro/binary"}
+        given = doc.get("correlation_id")
+        cid = correlation_id or (given if isinstance(given, str) and given.strip() else str(uuid.uuid4()))
+        tenant = doc.get("tenant_id") if isinstance(doc.get("tenant_id"), str) else None
+        hdrs = {"content-type": "application/json", "correlation_id": cid, **({"tenant_id": tenant} if tenant else {})}
         hdrs.update(headers or {})
-        self.send_raw(value, cid, hdrs)
-        return Sent(cid, str(doc.get("tenant_id")), doc.get("ticket_id"))
+        self.send_raw(json.dumps(doc, ensure_ascii=False).encode(), cid, hdrs)
+        return Sent(cid, tenant or "-", None)
 
     def send_raw(self, value: bytes | None, key: str | None, headers: dict[str, str]) -> None:
         while True:
@@ -75,12 +73,32 @@ class TicketProducer:
     def flush(self, timeout: float = 60.0) -> None:
         left = self._p.flush(timeout)
         if left or self._errors:
-            raise RuntimeError(f"{left} tickets not delivered; errors: {self._errors[:5]}")
+            raise RuntimeError(f"{left} records not delivered; errors: {self._errors[:5]}")
 
     def close(self) -> None:
         """Drop the broker connections now, not whenever the object is collected: a producer still open when
         its broker stops prints librdkafka's ``FAIL ... Connection refused`` lines."""
         self._p.close()
+
+
+class TicketProducer(InputProducer):
+    """Sends tickets to tickets.in, Avro by default or JSON (``content-type: application/json``)."""
+
+    def __init__(self, bootstrap: str, *, as_json: bool = False, topic: str | None = None) -> None:
+        super().__init__(bootstrap, as_json=as_json, topic=topic)
+
+    def send(self, doc: dict[str, Any], correlation_id: str | None = None,
+             headers: dict[str, str] | None = None) -> Sent:
+        cid = correlation_id or str(uuid.uuid4())
+        if self._as_json:
+            value = json.dumps({k: doc.get(k) for k in TICKET_FIELDS if k in doc}).encode()
+            hdrs = {"content-type": "application/json"}
+        else:
+            value = avro.encode(avro.TICKET, ticket_record(doc))
+            hdrs = {"content-type": "avro/binary"}
+        hdrs.update(headers or {})
+        self.send_raw(value, cid, hdrs)
+        return Sent(cid, str(doc.get("tenant_id")), doc.get("ticket_id"))
 
 
 def decode_value(topic: str, raw: bytes | None) -> Any:
