@@ -81,6 +81,26 @@ def encode(name: str, record: dict[str, Any], registry: Registry | None = None) 
     return buf.getvalue()
 
 
+def _reader_for(reg: Registry, writer_id: int, reader_id: int) -> Schema:
+    """The newest schema, except where it made a field a string that an older version spelt as an enum (the
+    Classification's classifier, since v3): Avro's resolution has no enum-to-string rule, and an enum's
+    symbol is already the string the newer reader wants, so that field is read with the writer's enum."""
+    key = (id(reg), writer_id, reader_id)
+    cached = _READERS.get(key)
+    if cached is None:
+        writer, reader = reg.schema(writer_id), reg.schema(reader_id)
+        enums = {f["name"]: f["type"] for f in writer.get("fields", [])
+                 if isinstance(f["type"], dict) and f["type"].get("type") == "enum"}
+        fields = [{**f, "type": enums[f["name"]]} if f["type"] == "string" and f["name"] in enums else f
+                  for f in reader.get("fields", [])]
+        cached = _READERS[key] = (fastavro.parse_schema({**reader, "fields": fields}, named_schemas={})
+                                  if fields != reader.get("fields", []) else reader)
+    return cached
+
+
+_READERS: dict[tuple[int, int, int], Schema] = {}
+
+
 def decode(data: bytes | None, expect: str, registry: Registry | None = None) -> dict[str, Any]:
     """Decode a framed value written with any known version of ``expect``, read as its newest version.
 
@@ -96,7 +116,7 @@ def decode(data: bytes | None, expect: str, registry: Registry | None = None) ->
     writer = reg.schema(sid)
     if writer["name"] != expect:
         raise SchemaInvalid(f"schema id {sid} is {short_name(writer['name'])}, expected {short_name(expect)}")
-    reader = reg.schema(reg.writer_id(expect))
+    reader = _reader_for(reg, sid, reg.writer_id(expect))
     body = io.BytesIO(data[_HEADER.size:])
     try:
         record = fastavro.schemaless_reader(body, writer, reader)

@@ -62,3 +62,26 @@ def test_a_record_of_another_type_is_refused() -> None:
 def test_encoding_validates_the_record() -> None:
     with pytest.raises(SchemaInvalid):
         avro.encode(avro.TICKET, {"tenant_id": "acme", "body": 42})
+
+
+@pytest.mark.parametrize("version_file", ["classification.v1.avsc", "classification.v2.avsc"])
+def test_a_classifier_written_as_an_enum_is_read_as_its_name(version_file: str) -> None:
+    """v3 made the classifier a string (a pipeline declares its classifiers); records of v1 and v2, where it
+    was an enum of four, still read, with their symbol as the string."""
+    registry = avro.local_registry()
+    sid = next(int(i) for i, f in json.loads((SCHEMA_DIR / "registry.json").read_text())["schemas"].items()
+               if f == version_file)
+    record = {"correlation_id": "c-1", "tenant_id": "acme", "classifier": "priority", "ok": True, "label": "high",
+              "confidence": 0.8, "model": "offline-priority", "error_code": None, "error": None}
+    buf = io.BytesIO()
+    buf.write(struct.pack(">bI", 0, sid))
+    fastavro.schemaless_writer(buf, registry.schema(sid), record)
+    got = avro.decode(buf.getvalue(), avro.CLASSIFICATION)
+    assert got["classifier"] == "priority" and got["label"] == "high"
+    assert registry.writer_id(avro.CLASSIFICATION) > sid
+
+
+def test_a_new_classifier_needs_no_schema_version() -> None:
+    value = avro.encode(avro.CLASSIFICATION, {"correlation_id": "c-2", "tenant_id": "acme",
+                                              "classifier": "product_area", "ok": True, "label": "billing"})
+    assert avro.decode(value, avro.CLASSIFICATION)["classifier"] == "product_area"
