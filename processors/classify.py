@@ -1,4 +1,5 @@
-"""classify-<kind>: one classifier (intent, language, priority or sentiment) per step, all four in parallel.
+"""classify-<kind>: one classifier (intent, language, priority, sentiment, or one a declaration adds) per step,
+all of them in parallel.
 
 A classifier never passes on a label outside its set or without a confidence: such an answer is invalid and
 retried, then the fallback chain is tried. When every model failed, it emits a *failed* classification
@@ -27,10 +28,10 @@ _LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{2,8})?")
 _SERVED_ALIASES = {"eng": "en", "spa": "es", "fra": "fr", "fre": "fr", "deu": "de", "ger": "de", "jpn": "ja"}
 
 
-def canonical_label(classifier: str, label: str) -> str | None:
+def canonical_label(classifier: str, label: str, labels: tuple[str, ...] | None = None) -> str | None:
     """The label as the pipeline stores it, or None when it is not an answer this classifier may give."""
     label = label.strip().lower()
-    if label in prompts.LABELS[classifier]:
+    if label in (labels if labels is not None else prompts.LABELS[classifier]):
         return label
     if classifier != "language":
         return None
@@ -43,12 +44,13 @@ def canonical_label(classifier: str, label: str) -> str | None:
     return base if base in prompts.SERVED_LANGUAGES else label.replace("_", "-")
 
 
-def label_validator(classifier: str) -> Callable[[dict[str, Any]], tuple[str, float]]:
-    allowed = prompts.LABELS[classifier]
+def label_validator(classifier: str, labels: tuple[str, ...] | None = None
+                    ) -> Callable[[dict[str, Any]], tuple[str, float]]:
+    allowed = labels if labels is not None else prompts.LABELS[classifier]
 
     def check(doc: dict[str, Any]) -> tuple[str, float]:
         label = doc.get("label")
-        canonical = canonical_label(classifier, label) if isinstance(label, str) else None
+        canonical = canonical_label(classifier, label, allowed) if isinstance(label, str) else None
         if canonical is None:
             extra = " (or a language code, other, mixed)" if classifier == "language" else ""
             raise InvalidModelOutput(f"{classifier} label {label!r} is not one of {', '.join(allowed)}{extra}")
@@ -64,10 +66,11 @@ class Classify:
     stateful = False
     inputs = (VALID,)
 
-    def __init__(self, classifier: str) -> None:
+    def __init__(self, classifier: str, labels: tuple[str, ...] | None = None) -> None:
         self.classifier = classifier
         self.name = f"classify-{classifier}"
-        self._validate = label_validator(classifier)
+        self.labels = tuple(labels) if labels is not None else prompts.LABELS[classifier]
+        self._validate = label_validator(classifier, self.labels)
         self._monitor: DriftMonitor | None = None
 
     def _drift(self, ctx: StepContext) -> DriftMonitor | None:
@@ -98,7 +101,7 @@ class Classify:
     async def handle(self, record: Record, ctx: StepContext) -> list[Emit]:
         case = record.value
         out = self._result(case["correlation_id"], case["tenant_id"])
-        messages = prompts.classify(self.classifier, case["ticket"]["subject"], case["ticket"]["body"])
+        messages = prompts.classify(self.classifier, case["ticket"]["subject"], case["ticket"]["body"], self.labels)
         policy = ctx.settings.policy(self.name)
         memo = ctx.memo(record, case["tenant_id"])
         try:

@@ -86,10 +86,11 @@ class Join:
 
     def __init__(self, timeout_s: float, hard_timeout_s: float = 1800.0, max_value_bytes: int = 256 * 1024, *,
                  name: str = "join", valid: str = VALID, classified: str = CLASSIFIED, joined: str = JOINED,
-                 changelog: str = JOIN_STATE) -> None:
+                 changelog: str = JOIN_STATE, classifiers: tuple[str, ...] = CLASSIFIERS) -> None:
         # The topics are the pipeline's unless a test runs a join of its own beside the pipeline's.
         self.name, self.valid, self.joined, self.changelog = name, valid, joined, changelog
         self.inputs = (valid, classified)
+        self.classifiers = tuple(classifiers)  # what the join waits for: the pipeline's declared classifiers
         self.timeout_ms = int(timeout_s * 1000)
         self.hard_timeout_ms = int(hard_timeout_s * 1000)
         self.max_value_bytes = max_value_bytes
@@ -171,6 +172,10 @@ class Join:
         value = record.value
         if old is not None and old.get("done"):
             return []  # a late or repeated result of a ticket that already went on, or one of its duplicate's
+        if value["classifier"] not in self.classifiers:
+            log.warning("classification by a classifier this join does not wait for ignored",
+                        extra={"fields": {"key": skey, "classifier": value["classifier"]}})
+            return []
         entry = self._new_entry() if old is None else dict(old)
         key = (record.partition, value["classifier"])
         self._progress[key] = max(self._progress.get(key, 0), entry["seen_ms"])
@@ -191,7 +196,8 @@ class Join:
         return self._settle(record.partition, skey, entry, record.timestamp_ms)
 
     def _settle(self, partition: int, skey: str, entry: dict[str, Any], now_ms: int) -> list[Emit]:
-        if entry.get("raw") is not None and len(entry.get("results") or {}) == len(CLASSIFIERS):
+        results = entry.get("results") or {}
+        if entry.get("raw") is not None and all(c in results for c in self.classifiers):
             return self._complete(partition, skey, entry, now_ms, timed_out=False)
         out = [self._changelog(partition, skey, entry)]
         self._state.setdefault(partition, {})[skey] = entry
@@ -293,7 +299,7 @@ class Join:
             return True
         if now_ms - seen <= self.timeout_ms:
             return False
-        missing = [c for c in CLASSIFIERS if c not in entry["results"]]
+        missing = [c for c in self.classifiers if c not in entry["results"]]
         return all(self._progress.get((partition, c), 0) > seen + self.timeout_ms for c in missing)
 
     def _complete(self, partition: int, skey: str, entry: dict[str, Any], now_ms: int, *, timed_out: bool) -> list[Emit]:
@@ -320,7 +326,7 @@ class Join:
         missing: list[str] = []
         reasons: dict[str, str] = {}
         calls = tokens = 0
-        for c in CLASSIFIERS:
+        for c in self.classifiers:
             r = entry["results"].get(c)
             if r is None or not r["ok"]:
                 missing.append(c)

@@ -26,8 +26,9 @@ def _data(payload: Any) -> str:
     return json.dumps(payload, ensure_ascii=False)
 
 
-def classify(classifier: str, subject: str, body: str) -> list[dict[str, Any]]:
-    labels = ", ".join(LABELS[classifier])
+def classify(classifier: str, subject: str, body: str, allowed: tuple[str, ...] | None = None
+             ) -> list[dict[str, Any]]:
+    labels = ", ".join(allowed if allowed is not None else LABELS[classifier])
     if classifier == "language":
         labels += ('; or "other" when the ticket is in none of these languages (or its ISO 639-1 code, e.g. "it"), '
                    '"mixed" when it is written in several; never the nearest allowed language')

@@ -5,15 +5,18 @@
     tickets.routed -> retrieve -> tickets.enriched -> generate -> tickets.drafts | tickets.escalations
     tickets.drafts -> gate -> tickets.responses | tickets.enriched (one rewrite) | tickets.escalations
 
-A classifier is one entry of ``CLASSIFIERS`` (with its prompt and offline model): its step, its group, its
-dead-letter topic and the join's wait for it all follow from this declaration.
+A classifier is one :class:`Classifier` (its labels, its offline model, its model chains): its step, its group,
+its dead-letter topic, its model setting, its offline model's id and the join's wait for it all follow from
+the declaration. ``declare((*CLASSIFIERS, Classifier("product_area", ...)))`` is support with a fifth one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
-from processors import human
+from processors import human, prompts
+from processors.offline.classify import classify as offline_classify
 from processors.classify import Classify
 from processors.generate import Generate
 from processors.ingest import Ingest
@@ -21,31 +24,63 @@ from processors.join import Join
 from processors.quality_gate import QualityGate
 from processors.retrieve import Retrieve
 from processors.route import Route
-from processors.topology import (CLASSIFIED, CLASSIFIERS, DLQ_REPLAYS, DRAFTS, ENRICHED, ESCALATIONS, IN, JOIN_STATE,
+from processors.topology import (CLASSIFIED, DLQ_REPLAYS, DRAFTS, ENRICHED, ESCALATIONS, IN, JOIN_STATE,
                                  JOINED, RESPONSES, ROUTED, STEPS, TOPIC_SCHEMA, VALID)
-from streams.pipeline import Pipeline, StepSpec, Topic
+from streams.pipeline import Models, Pipeline, StepSpec, Topic
+
+OfflineModel = Callable[[str, str], tuple[str, float]]
+"""``model(subject, body) -> (label, confidence)``: a deterministic classifier the offline provider serves."""
 
 
-def _classify(classifier: str, settings: Any) -> Classify:
-    return Classify(classifier)
+@dataclass(frozen=True)
+class Classifier:
+    """One classifier of the support pipeline: a step ``classify-<name>`` that the join waits for."""
+
+    name: str
+    labels: tuple[str, ...]
+    offline: OfflineModel
+    remote: tuple[str, ...] = ("gpt-4o-mini",)
+
+    @property
+    def offline_model(self) -> str:
+        return f"offline-{self.name}"
 
 
-def _join(settings: Any) -> Join:
-    return Join(settings.join_timeout_s, max_value_bytes=settings.max_value_bytes)
+def _shipped(name: str) -> Classifier:
+    return Classifier(name, prompts.LABELS[name], partial(offline_classify, name))
 
 
-def _steps() -> tuple[StepSpec, ...]:
+CLASSIFIERS: tuple[Classifier, ...] = tuple(_shipped(n) for n in ("intent", "language", "priority", "sentiment"))
+
+
+def _classify(classifier: Classifier, settings: Any) -> Classify:
+    return Classify(classifier.name, classifier.labels)
+
+
+def _join(classifiers: tuple[str, ...], settings: Any) -> Join:
+    return Join(settings.join_timeout_s, max_value_bytes=settings.max_value_bytes, classifiers=classifiers)
+
+
+def _steps(classifiers: tuple[Classifier, ...]) -> tuple[StepSpec, ...]:
+    names = tuple(c.name for c in classifiers)
     steps = [StepSpec("ingest", lambda settings: Ingest(), (IN,), (VALID,))]
-    steps += [StepSpec(f"classify-{c}", partial(_classify, c), (VALID,), (CLASSIFIED,)) for c in CLASSIFIERS]
+    steps += [StepSpec(f"classify-{c.name}", partial(_classify, c), (VALID,), (CLASSIFIED,)) for c in classifiers]
     steps += [
-        StepSpec("join", _join, (VALID, CLASSIFIED), (JOINED,), changelog=JOIN_STATE),
+        StepSpec("join", partial(_join, names), (VALID, CLASSIFIED), (JOINED,), changelog=JOIN_STATE),
         StepSpec("route", lambda settings: Route(), (JOINED,), (ROUTED, ESCALATIONS)),
         StepSpec("retrieve", lambda settings: Retrieve(), (ROUTED,), (ENRICHED,)),
         StepSpec("generate", lambda settings: Generate(), (ENRICHED,), (DRAFTS, ESCALATIONS)),
         StepSpec("gate", lambda settings: QualityGate(), (DRAFTS,), (RESPONSES, ENRICHED, ESCALATIONS)),
     ]
-    assert tuple(s.name for s in steps) == STEPS, "processors.topology.STEPS and the declaration disagree"
     return tuple(steps)
+
+
+def _models(classifiers: tuple[Classifier, ...]) -> dict[str, Models]:
+    # With a real endpoint a small model serves and the stronger one is only a fallback (a cost guard).
+    return {**{f"classify-{c.name}": Models((c.offline_model,), c.remote) for c in classifiers},
+            "generate": Models(("offline-writer",), ("gpt-4o-mini",)),
+            "generate-strong": Models(("offline-writer-strong",), ("gpt-4o",)),
+            "gate": Models(("offline-judge",), ("gpt-4o-mini",))}
 
 
 def _summary(topic: str, value: Any) -> str | None:
@@ -58,16 +93,28 @@ def _summary(topic: str, value: Any) -> str | None:
     return f"{value['classifier']} failed: {value['error_code']}"
 
 
-PIPELINE = Pipeline(
-    name="support",
-    input=IN,
-    steps=_steps(),
-    outcomes=(RESPONSES, ESCALATIONS),
-    topics=tuple(Topic(t, schema=s) for t, s in TOPIC_SCHEMA.items()),
-    prefix="tickets",
-    group_prefix="triage",
-    replays=DLQ_REPLAYS,
-    describe="Support-ticket triage: four classifiers, a join, a router, retrieval, a writer and a quality gate.",
-    extras={"input": "ticket", "classifiers": CLASSIFIERS, "escalations": ESCALATIONS, "responses": RESPONSES, "human": human,
-            "summary": _summary},
-)
+def declare(classifiers: tuple[Classifier, ...] = CLASSIFIERS) -> Pipeline:
+    """The support pipeline with these classifiers (the shipped four by default)."""
+    names = tuple(c.name for c in classifiers)
+    if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
+        raise ValueError(f"classifier names must be distinct identifiers: {names}")
+    return Pipeline(
+        name="support",
+        input=IN,
+        steps=_steps(classifiers),
+        outcomes=(RESPONSES, ESCALATIONS),
+        topics=tuple(Topic(t, schema=s) for t, s in TOPIC_SCHEMA.items()),
+        prefix="tickets",
+        group_prefix="triage",
+        replays=DLQ_REPLAYS,
+        describe="Support-ticket triage: classifiers in parallel, a join, a router, retrieval, a writer and a "
+                 "quality gate.",
+        models=_models(classifiers),
+        extras={"input": "ticket", "classifiers": names, "escalations": ESCALATIONS, "responses": RESPONSES,
+                "human": human, "summary": _summary,
+                "offline_models": {c.offline_model: c.offline for c in classifiers}},
+    )
+
+
+PIPELINE = declare()
+assert PIPELINE.step_names == STEPS, "processors.topology.STEPS and the declaration disagree"

@@ -14,30 +14,10 @@ from typing import Literal, Mapping, get_args
 
 from streams.drift import DriftPolicy
 from streams.errors import PipelineError
+from streams.pipeline import Pipeline
 from streams.policy import RetryPolicy, StepPolicy
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[1]
-
-OFFLINE_MODELS: Mapping[str, tuple[str, ...]] = {
-    "classify-intent": ("offline-intent",),
-    "classify-language": ("offline-language",),
-    "classify-priority": ("offline-priority",),
-    "classify-sentiment": ("offline-sentiment",),
-    "generate": ("offline-writer",),
-    "generate-strong": ("offline-writer-strong",),
-    "gate": ("offline-judge",),
-}
-# With a real endpoint: a small model serves, the stronger one is only a fallback (cost guard).
-REMOTE_MODELS: Mapping[str, tuple[str, ...]] = {
-    "classify-intent": ("gpt-4o-mini",),
-    "classify-language": ("gpt-4o-mini",),
-    "classify-priority": ("gpt-4o-mini",),
-    "classify-sentiment": ("gpt-4o-mini",),
-    "generate": ("gpt-4o-mini",),
-    "generate-strong": ("gpt-4o",),
-    "gate": ("gpt-4o-mini",),
-}
-
 
 _SECRET_WORDS = ("password", "secret", "token", "key")
 
@@ -357,7 +337,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     unknown_models = sorted(k for k in env if k.startswith("TRIAGE_MODEL_") and k not in env.asked)
     if unknown_models:
         raise SystemExit(f"{unknown_models[0]}: no step is called that; model chains are "
-                         + ", ".join(_model_var(s) for s in OFFLINE_MODELS))
+                         + ", ".join(_model_var(s) for s in _pipeline(env).models))
     if file is not None:
         unknown = sorted(k for k in file_env(file) if k not in env.asked and not k.startswith("TRIAGE_KAFKA_"))
         if unknown:
@@ -369,7 +349,7 @@ def known_settings() -> frozenset[str]:
     """Every variable triage reads (the TRIAGE_KAFKA_* pass-through aside)."""
     env = _Env({})
     _build(env)
-    return frozenset(env.asked | set(READ_ELSEWHERE) | {_model_var(s) for s in OFFLINE_MODELS})
+    return frozenset(env.asked | set(READ_ELSEWHERE) | {_model_var(s) for s in _pipeline(env).models})
 
 
 def _model_var(step: str) -> str:
@@ -390,7 +370,8 @@ def _build(env: _Env) -> Settings:
     offline_port = _int(env, "TRIAGE_OFFLINE_PORT", 8700, 1, 65535)
     base_url = _url(env, "OPENAI_BASE_URL", ("http", "https"))
     offline = not base_url
-    defaults = OFFLINE_MODELS if offline else REMOTE_MODELS
+    pipeline = _pipeline(env)
+    defaults = {name: (m.offline if offline else m.remote) for name, m in pipeline.models.items()}
     models = {}
     for step, chain in defaults.items():
         raw = env.get(_model_var(step))
@@ -408,7 +389,7 @@ def _build(env: _Env) -> Settings:
     trip_at = _float(env, "TRIAGE_DRIFT_TRIP", 0.05, 0.001, 1.0)
     clear_at = _float(env, "TRIAGE_DRIFT_CLEAR", min(0.02, trip_at), 0.0, trip_at)
     step_timeout_s = _float(env, "TRIAGE_MODEL_TIMEOUT_S", 10.0, 0.1, 600.0)
-    classifiers = _pipeline_classifiers(env)
+    classifiers = tuple(pipeline.extras.get("classifiers", ()))
     return Settings(
         home=home,
         bootstrap=_bootstrap(_raw(env, "TRIAGE_BOOTSTRAP") or _cluster_bootstrap(home) or "127.0.0.1:9092"),
@@ -448,15 +429,14 @@ def _build(env: _Env) -> Settings:
     )
 
 
-def _pipeline_classifiers(env: _Env) -> tuple[str, ...]:
-    """The classifiers of the pipeline TRIAGE_PIPELINE names (what drift may watch): a pipeline that cannot be
+def _pipeline(env: Mapping[str, str]) -> Pipeline:
+    """The pipeline TRIAGE_PIPELINE names: its model chains and classifiers are settings. One that cannot be
     loaded stops here, with the reason, like any other bad setting."""
     from streams import pipelines  # at call time: a pipeline's own modules import this one
     try:
-        pipeline = pipelines.load(_raw(env, pipelines.ENV))
+        return pipelines.load(_raw(env, pipelines.ENV))
     except PipelineError as exc:
         raise SystemExit(f"{pipelines.ENV}: {exc}") from None
-    return tuple(pipeline.extras.get("classifiers", ()))
 
 
 def _data_dir(env: Mapping[str, str]) -> Path:

@@ -36,6 +36,16 @@ class Topic:
 
 
 @dataclass(frozen=True)
+class Models:
+    """One model chain (the first model serves, the next ones are fallbacks), by where the models are."""
+
+    offline: tuple[str, ...]
+    """Ids the offline provider serves (the default, with no endpoint configured)."""
+    remote: tuple[str, ...]
+    """Model names at a real OpenAI-compatible endpoint (``OPENAI_BASE_URL``)."""
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """One step: how to build it, and the topics it reads and writes (what status, trace and deploy show)."""
 
@@ -64,6 +74,9 @@ class Pipeline:
     replays: str = ""
     """The compacted ledger of dead-letter replays and human answers; ``<group_prefix>.dlq.replays`` when empty."""
     describe: str = ""
+    models: Mapping[str, Models] = field(default_factory=dict)
+    """Model chains by name (a step's name, or another chain a step uses, e.g. a stronger writer); each is a
+    setting ``TRIAGE_MODEL_<NAME>``."""
     extras: Mapping[str, Any] = field(default_factory=dict)
     """What one pipeline gives the engine's optional parts (the human queue's answer form, the demo's judge)."""
 

@@ -188,8 +188,9 @@ def test_dockerfile_installs_the_project_and_runs_triage_as_non_root() -> None:
     assert any(w == "RUN" and re.search(r"\bpip install \.(\s|$)", a) for w, a in steps), "no `pip install .`"
     # Every source the package is built from reaches the image, or `pip install .` fails.
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = {"pyproject.toml", pyproject["project"]["readme"],
-              *(p.split(".")[0] for p in pyproject["tool"]["setuptools"]["packages"])}
+    packages = pyproject["tool"]["setuptools"]["packages"]
+    names = packages if isinstance(packages, list) else [p.rstrip("*") for p in packages["find"]["include"]]
+    needed = {"pyproject.toml", pyproject["project"]["readme"], *(p.split(".")[0] for p in names)}
     copied = {Path(src).as_posix() for w, a in steps if w == "COPY" for src in a.split()[:-1] if not src.startswith("--")}
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
     for src in copied:

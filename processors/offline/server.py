@@ -77,6 +77,24 @@ def _run_classifier(task: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return run
 
 
+def _run_model(model: Callable[[str, str], tuple[str, float]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def run(doc: dict[str, Any]) -> dict[str, Any]:
+        label, confidence = model(_field(doc, "subject", str), _field(doc, "body", str))
+        return {"label": label, "confidence": confidence}
+    return run
+
+
+def serve_pipeline_models(models: dict[str, Callable[[str, str], tuple[str, float]]]) -> list[str]:
+    """Also serve the offline classifiers a pipeline declares (a fifth classifier brings its own); the ids
+    already served keep their model. Returns the ids added."""
+    global MODELS
+    added = [m for m in models if m not in _HANDLERS]
+    for m in added:
+        _HANDLERS[m] = _run_model(models[m])
+    MODELS = (*MODELS, *added)
+    return added
+
+
 def _run_writer(strong: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def run(doc: dict[str, Any]) -> dict[str, Any]:
         return write_reply(_field(doc, "ticket", dict), _documents(doc), strong=strong)
@@ -215,6 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8700, help="port to listen on (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from streams import pipelines  # the pipeline TRIAGE_PIPELINE names, as the workers that call us run it
+    added = serve_pipeline_models(dict(pipelines.active().extras.get("offline_models", {})))
+    if added:
+        log.info("serving the pipeline's own offline models too: %s", ", ".join(added))
     try:
         asyncio.run(serve(args.host, args.port))
     except KeyboardInterrupt:
