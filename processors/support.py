@@ -58,6 +58,23 @@ def _summary(topic: str, value: Any) -> str | None:
     return f"{value['classifier']} failed: {value['error_code']}"
 
 
+# How the deploy files run this pipeline (`triage render compose|k8s`; see streams/render/plan.py): the offline
+# model server and the model each step asks it for, the sample knowledge bases loaded before the workers start.
+DEPLOY = {
+    "settings": {"TRIAGE_MISSING_PRIORITY": "human"},
+    "models": {
+        "module": "processors.offline.server",
+        "port": 8700,
+        "env": {**{f"TRIAGE_MODEL_CLASSIFY_{c.upper()}": f"offline-{c}" for c in CLASSIFIERS},
+                "TRIAGE_MODEL_GENERATE": "offline-writer",
+                "TRIAGE_MODEL_GENERATE_STRONG": "offline-writer-strong",
+                "TRIAGE_MODEL_GATE": "offline-judge"},
+    },
+    "setup": [{"name": "kb", "command": ["kb", "load"], "needs": ["redis"],
+               "about": "the sample knowledge bases into Redis, one namespace per tenant (retrieve reads them)"}],
+    "sample": "tickets.jsonl",
+}
+
 PIPELINE = Pipeline(
     name="support",
     input=IN,
@@ -69,5 +86,5 @@ PIPELINE = Pipeline(
     replays=DLQ_REPLAYS,
     describe="Support-ticket triage: four classifiers, a join, a router, retrieval, a writer and a quality gate.",
     extras={"classifiers": CLASSIFIERS, "escalations": ESCALATIONS, "responses": RESPONSES, "human": human,
-            "summary": _summary},
+            "summary": _summary, "deploy": DEPLOY},
 )
