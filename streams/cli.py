@@ -503,10 +503,10 @@ def render(target: str = typer.Argument(..., metavar="compose|k8s", help="What t
     from streams import render as rendering
     if target not in {t.value for t in rendering.Target}:
         _fail(f"render what? {target!r}: choose compose or k8s", 2)
-    chosen = _use(pipeline)
+    chosen, settings = _use(pipeline), _settings()
     try:
         written = rendering.write(rendering.Target(target), chosen, out_dir, spec=pipeline or chosen.name,
-                                  partitions=_settings().partitions, tenants=_settings().tenants)
+                                  partitions=settings.partitions, tenants=settings.tenants)
     except PipelineError as exc:
         _fail(str(exc), 2)
     for path in written:

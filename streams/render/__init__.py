@@ -15,10 +15,9 @@ from enum import Enum
 from pathlib import Path
 
 from streams.pipeline import Pipeline
+from streams.pipelines import DEFAULT
 from streams.render import compose, k8s
 from streams.render.plan import plan
-
-DEFAULT_PIPELINE = "support"
 
 
 class Target(str, Enum):
@@ -29,7 +28,7 @@ class Target(str, Enum):
 def default_out(target: Target, pipeline: Pipeline) -> Path:
     """``deploy/compose`` and ``deploy/k8s`` for the support pipeline, ``deploy/<name>/<target>`` for another."""
     target = Target(target)
-    if pipeline.name == DEFAULT_PIPELINE:
+    if pipeline.name == DEFAULT:
         return Path("deploy") / target.value
     return Path("deploy") / pipeline.name / target.value
 
@@ -49,12 +48,13 @@ def render(target: Target, pipeline: Pipeline, *, spec: str | None = None, parti
     return (compose if target is Target.compose else k8s).render(the_plan, where)
 
 
-def write(target: Target, pipeline: Pipeline, out: Path | None = None, **options: object) -> list[Path]:
+def write(target: Target, pipeline: Pipeline, out: Path | None = None, *, spec: str | None = None,
+          partitions: int = 6, tenants: tuple[str, ...] = ("acme", "globex")) -> list[Path]:
     """Render ``target`` into ``out`` (default: :func:`default_out`, under the current directory). Returns the
     files written; paths inside them are relative to the current directory."""
     out = Path(out) if out is not None else default_out(target, pipeline)
     location = Path(os.path.relpath(out.resolve(), Path.cwd())).as_posix()
-    files = render(target, pipeline, location=location, **options)  # type: ignore[arg-type]
+    files = render(target, pipeline, spec=spec, partitions=partitions, tenants=tenants, location=location)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in files.items():

@@ -36,7 +36,11 @@ def render(plan: Plan, location: str) -> dict[str, str]:
   docker compose -f {path} down          # workers drain and commit first (60 s)
 
 From the host, Kafka answers on localhost:{HOST_PORT} (TRIAGE_BOOTSTRAP=localhost:{HOST_PORT} triage produce ...).
-Every step's service is named after the step (`triage steps{plan.command}`) and runs `triage worker <step> --instance <step>`. The instance name is the worker's transactional identity: do not `--scale` a step's service (its replicas would share one identity and fence each other); copy the service under another name and --instance instead, up to {plan.partitions} replicas per step (the partition count).""".lstrip("\n"), width=WIDTH)
+
+Every step's service is named after the step (`triage steps{plan.command}`) and runs `triage worker <step>
+--instance <step>`. The instance name is the worker's transactional identity: do not `--scale` a step's service
+(its replicas would share one identity and fence each other); copy the service under another name and --instance
+instead, up to {plan.partitions} replicas per step (the partition count).""".lstrip("\n"), width=WIDTH)
     lines += [f"name: {scalar(plan.prefix)}", ""]
     lines += _anchors(plan, location)
     lines += ["services:"]
@@ -60,7 +64,9 @@ def _anchors(plan: Plan, location: str) -> list[str]:
                       "TRIAGE_TENANTS": ",".join(plan.tenants)}, 4)
     if plan.models:
         lines += comment("""
-The offline model server below. For real models replace this with your OpenAI-compatible endpoint, put OPENAI_API_KEY in .env beside this file (or a secret manager; never in this file), and delete the TRIAGE_MODEL_* lines so each step uses its default remote models.""".lstrip("\n"), 4, width=WIDTH)
+The offline model server below. For real models replace this with your OpenAI-compatible endpoint, put
+OPENAI_API_KEY in .env beside this file (or a secret manager; never in this file), and delete the TRIAGE_MODEL_*
+lines so each step uses its default remote models.""".lstrip("\n"), 4, width=WIDTH)
         lines += [f"    OPENAI_BASE_URL: http://models:{plan.models.port}/v1"]
     else:
         lines += comment("Your OpenAI-compatible endpoint, if a step calls models (the key in .env beside this file).", 4)
@@ -70,7 +76,8 @@ The offline model server below. For real models replace this with your OpenAI-co
                          "serves these.", 4)
         lines += mapping(plan.models.env, 4)
     lines += ["  depends_on:"]
-    deps = [("kafka", "service_healthy"), ("topics", "service_completed_successfully"), ("redis", "service_healthy")]
+    deps = [("kafka", "service_healthy"), ("topics", "service_completed_successfully"), ("redis",
+"service_healthy")]
     if plan.models:
         deps.append(("models", "service_healthy"))
     deps += [(s.name, "service_completed_successfully") for s in plan.setup]
@@ -106,7 +113,8 @@ def _infrastructure(plan: Plan) -> list[str]:
     volumes:
       - kafka-data:/var/lib/kafka/data
     healthcheck:
-      test: ["CMD-SHELL", "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server kafka:9092 > /dev/null 2>&1"]
+      test: ["CMD-SHELL", "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server kafka:9092 > /dev/null
+2>&1"]
       interval: 10s
       timeout: 20s
       retries: 12
@@ -154,7 +162,8 @@ def _infrastructure(plan: Plan) -> list[str]:
 def _topics(plan: Plan) -> list[str]:
     configs = plan.topic_configs(replication=1)
     lines = comment(f"""
-One-shot: every topic of the pipeline, partitions and configs as the local stack creates them (streams/topic_config.py): {plan.topic_summary()}.""".lstrip("\n"), 2, width=WIDTH)
+One-shot: every topic of the pipeline, partitions and configs as the local stack creates them
+(streams/topic_config.py): {plan.topic_summary()}.""".lstrip("\n"), 2, width=WIDTH)
     lines += ["  topics:", f"    image: {KAFKA_IMAGE}", '    restart: "no"', "    depends_on:", "      kafka:",
               "        condition: service_healthy", '    entrypoint: ["/bin/sh", "-c"]', "    command:", "      - |",
               "        set -e",

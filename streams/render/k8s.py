@@ -54,7 +54,9 @@ def _metadata(name: str, labels: dict[str, str], namespaced: bool = True) -> lis
 
 def _namespace(plan: Plan) -> list[str]:
     return [*comment(f"""
-Everything {APP} runs lives in this namespace, together with the Strimzi Kafka cluster `{CLUSTER}` (Strimzi's topic operator only reconciles KafkaTopics in its cluster's namespace). Every pipeline's manifests name it; applying it again changes nothing.""".lstrip("\n"), width=WIDTH),
+Everything {APP} runs lives in this namespace, together with the Strimzi Kafka cluster `{CLUSTER}` (Strimzi's
+topic operator only reconciles KafkaTopics in its cluster's namespace). Every pipeline's manifests name it;
+applying it again changes nothing.""".lstrip("\n"), width=WIDTH),
             "apiVersion: v1", "kind: Namespace", *_metadata(NAMESPACE, {"app.kubernetes.io/name": APP}, False)]
 
 
@@ -77,7 +79,9 @@ def _config(plan: Plan) -> list[str]:
                       **plan.settings}, 2)
     if plan.models:
         lines += comment(f"""
-The offline model server of models.yaml. For real models replace this with your OpenAI-compatible endpoint, put the key in the Secret below, and delete the TRIAGE_MODEL_* entries so every step uses its default remote models.""".lstrip("\n"), 2, width=WIDTH)
+The offline model server of models.yaml. For real models replace this with your OpenAI-compatible endpoint, put
+the key in the Secret below, and delete the TRIAGE_MODEL_* entries so every step uses its default remote
+models.""".lstrip("\n"), 2, width=WIDTH)
         lines += mapping({"OPENAI_BASE_URL": f"http://{plan.name('models')}.{NAMESPACE}.svc:{plan.models.port}/v1"}, 2)
         if plan.models.env:
             lines += comment("With OPENAI_BASE_URL set, triage defaults to remote model names; the offline server "
@@ -99,7 +103,9 @@ A template: never commit a real key. Create the real Secret out of band instead 
 def _topics(plan: Plan) -> list[str]:
     configs = plan.topic_configs(replication=REPLICAS)
     lines = comment(f"""
-One Strimzi KafkaTopic per topic of the pipeline {plan.pipeline.name}, configured as the local stack creates them (streams/topic_config.py): {plan.topic_summary()}. Three replicas, two in sync: a committed transaction survives the loss of one broker.""".lstrip("\n"), width=WIDTH)
+One Strimzi KafkaTopic per topic of the pipeline {plan.pipeline.name}, configured as the local stack creates
+them (streams/topic_config.py): {plan.topic_summary()}. Three replicas, two in sync: a committed transaction
+survives the loss of one broker.""".lstrip("\n"), width=WIDTH)
     for name, config in configs.items():
         lines += ["---", "apiVersion: kafka.strimzi.io/v1beta2", "kind: KafkaTopic",
                   *_metadata(k8s_name(name), {"strimzi.io/cluster": CLUSTER}), "spec:",
@@ -117,7 +123,11 @@ def _stateful_note(plan: Plan, step: StepSpec) -> str:
 
 def _workers(plan: Plan) -> list[str]:
     lines = comment(f"""
-One Deployment per step of the pipeline {plan.pipeline.name} (`triage steps{plan.command}`), each running `triage worker <step>`. TRIAGE_INSTANCE (the worker's transactional identity) is the pod's name. On SIGTERM a worker stops fetching, finishes its in-flight records and commits them in one last transaction: give it 60 s. Replicas are managed by KEDA (autoscaling.yaml), between 1 and {plan.partitions} (the partition count) per step.""".lstrip("\n"), width=WIDTH)
+One Deployment per step of the pipeline {plan.pipeline.name} (`triage steps{plan.command}`), each running
+`triage worker <step>`. TRIAGE_INSTANCE (the worker's transactional identity) is the pod's name. On SIGTERM a
+worker stops fetching, finishes its in-flight records and commits them in one last transaction: give it 60 s.
+Replicas are managed by KEDA (autoscaling.yaml), between 1 and {plan.partitions} (the partition count) per
+step.""".lstrip("\n"), width=WIDTH)
     for step in plan.pipeline.steps:
         labels = plan.labels(**{"app.kubernetes.io/component": "worker", "triage/step": _label(step.name)})
         # State in memory: a stateful step holds every pending record of its partitions.
@@ -143,7 +153,10 @@ One Deployment per step of the pipeline {plan.pipeline.name} (`triage steps{plan
 def _autoscaling(plan: Plan) -> list[str]:
     p = plan.pipeline
     lines = comment(f"""
-One KEDA ScaledObject per step: scale the step's Deployment on the lag of its consumer group ({p.group_id('<step>')}) on its input topic, {LAG_PER_REPLICA} records per replica, from 1 to {plan.partitions} replicas (the partition count: one more consumer would get no partition). Scale-down waits 5 minutes, since every change rebalances.""".lstrip("\n"), width=WIDTH)
+One KEDA ScaledObject per step: scale the step's Deployment on the lag of its consumer group
+({p.group_id('<step>')}) on its input topic, {LAG_PER_REPLICA} records per replica, from 1 to {plan.partitions}
+replicas (the partition count: one more consumer would get no partition). Scale-down waits 5 minutes, since
+every change rebalances.""".lstrip("\n"), width=WIDTH)
     for step in p.steps:
         topic = plan.lag_topic(step)
         notes = []
@@ -172,7 +185,8 @@ def _models(plan: Plan) -> list[str]:
     labels = plan.labels(**{"app.kubernetes.io/component": "models"})
     name = plan.name("models")
     return [*comment("""
-The offline model server: an OpenAI-compatible endpoint with deterministic models, from the triage image. Not needed once OPENAI_BASE_URL (config.yaml) points at a real endpoint.""".lstrip("\n"), width=WIDTH),
+The offline model server: an OpenAI-compatible endpoint with deterministic models, from the triage image. Not
+needed once OPENAI_BASE_URL (config.yaml) points at a real endpoint.""".lstrip("\n"), width=WIDTH),
             "apiVersion: apps/v1", "kind: Deployment", *_metadata(name, labels), "spec:", "  replicas: 2",
             "  selector:", "    matchLabels:", *mapping(labels, 6), "  template:", "    metadata:", "      labels:",
             *mapping(labels, 8), "    spec:", *_indent(POD_SECURITY, 6), "      containers:",

@@ -23,6 +23,7 @@ from typing import Any
 
 from streams.errors import PipelineError
 from streams.pipeline import Pipeline, StepSpec
+from streams.pipelines import DEFAULT
 from streams.topic_config import topic_configs
 
 APP = "triage"
@@ -81,7 +82,7 @@ class Plan:
     @property
     def command(self) -> str:
         """The `triage render` arguments naming this pipeline (none for the default one)."""
-        return "" if self.spec == "support" else f" --pipeline {self.spec}"
+        return "" if self.spec == DEFAULT else f" --pipeline {self.spec}"
 
     def name(self, *parts: str) -> str:
         """A Kubernetes object's name: ``<prefix>-<part>...``, as a DNS label allows."""

@@ -45,10 +45,25 @@ def comment(text: str, indent: int = 0, width: int = 0) -> list[str]:
     pad = " " * indent
     lines = text.splitlines()
     if width:
-        # An indented line (a command to copy) stays whole.
-        lines = [part for line in lines
-                 for part in ([line] if line.startswith(" ") else textwrap.wrap(line, width - indent - 2) or [""])]
+        lines = [part for para in _paragraphs(lines)
+                 for part in ([para] if para.startswith(" ") or not para else textwrap.wrap(para, width - indent - 2))]
     return [f"{pad}# {line}".rstrip() for line in lines]
+
+
+def _paragraphs(lines: list[str]) -> list[str]:
+    """Consecutive lines joined into one; an empty or indented line (a command to copy) stands alone."""
+    out: list[str] = []
+    joining = False
+    for line in lines:
+        if not line or line.startswith(" "):
+            out.append(line)
+            joining = False
+        elif joining:
+            out[-1] += " " + line
+        else:
+            out.append(line)
+            joining = True
+    return out
 
 
 def header(command: str, spec: str, mark: str = "#") -> list[str]:
