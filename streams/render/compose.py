@@ -26,7 +26,7 @@ def render(plan: Plan, location: str) -> dict[str, str]:
         parts.append("the offline model server")
     parts.append("the topics")
     parts += [f"the one-shot {s.name}" for s in plan.setup]
-    lines = header(f"triage render compose{plan.command}", plan.spec)
+    lines = header(f"triage render compose{plan.command}", plan.pipeline.name)
     lines += comment(f"""
 {APP} on Docker Compose, the pipeline {p.name}: {", ".join(parts)}, and one service per step.
 

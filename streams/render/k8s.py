@@ -36,7 +36,7 @@ def render(plan: Plan, location: str) -> dict[str, str]:
              "workers.yaml": _workers(plan), "autoscaling.yaml": _autoscaling(plan)}
     if plan.models:
         files["models.yaml"] = _models(plan)
-    out = {name: "\n".join([*header(command, plan.spec), *lines]) + "\n" for name, lines in files.items()}
+    out = {name: "\n".join([*header(command, plan.pipeline.name), *lines]) + "\n" for name, lines in files.items()}
     out["README.md"] = k8s_readme.render(plan, location, command, sorted(out))
     return out
 
@@ -94,7 +94,7 @@ models.""".lstrip("\n"), 2, width=WIDTH)
     lines += ["---", *comment(f"""
 A template: never commit a real key. Create the real Secret out of band instead of applying this one:
   kubectl -n {NAMESPACE} create secret generic {plan.name('openai')} --from-literal=OPENAI_API_KEY="$OPENAI_API_KEY"
-(or with External Secrets / Sealed Secrets). The offline model server ignores the key.""".lstrip("\n"))]
+(or with External Secrets / Sealed Secrets).{' The offline model server ignores the key.' if plan.models else ''}""".lstrip("\n"))]
     lines += ["apiVersion: v1", "kind: Secret", *_metadata(plan.name("openai"), plan.labels()), "type: Opaque",
               "stringData:", "  OPENAI_API_KEY: REPLACE_ME"]
     return lines
@@ -163,7 +163,7 @@ every change rebalances.""".lstrip("\n"), width=WIDTH)
         if len(step.consumes) > 1:
             writers = len(plan.producers(topic))
             notes.append(f"{step.name} reads {' and '.join(step.consumes)}; {topic} carries the most records per "
-                         f"input ({writers} step{'s' if writers != 1 else ''} write it) and is the one its lag "
+                         f"input ({writers} step{' writes' if writers == 1 else 's write'} it) and is the one its lag "
                          f"is measured on.")
         if step.changelog:
             notes.append(f"{step.name} is stateful: its replicas scale up to the partition count and each restores "

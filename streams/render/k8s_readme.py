@@ -59,7 +59,7 @@ def render(plan: Plan, location: str, command: str, files: list[str]) -> str:
                    + (", and a stateful step needs an input's records and its state on the same partition number."
                       if plan.stateful() else "."))
 
-    text = [*(f"<!-- {line[2:]} -->" for line in header(command, plan.spec)[:2]), "",
+    text = [*(f"<!-- {line[2:]} -->" for line in header(command, plan.pipeline.name)[:2]), "",
             f"# {APP} on Kubernetes: the pipeline `{p.name}`", "",
             *_para(f"Plain manifests, applied with `kubectl`. Everything lives in the namespace `{NAMESPACE}`; this "
                    f"pipeline's objects are named `{plan.prefix}-...`, so another pipeline's manifests apply "

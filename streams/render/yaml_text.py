@@ -66,7 +66,7 @@ def _paragraphs(lines: list[str]) -> list[str]:
     return out
 
 
-def header(command: str, spec: str, mark: str = "#") -> list[str]:
+def header(command: str, pipeline: str) -> list[str]:
     """The first lines of every rendered file: where it comes from, and that it is not edited by hand."""
-    return [f"{mark} Rendered by `{command}` from the declaration of the pipeline {spec!r}.",
-            f"{mark} Do not edit by hand: change the declaration and run `{command}` again.", mark]
+    return [f"# Rendered by `{command}` from the declaration of the pipeline {pipeline!r}.",
+            f"# Do not edit by hand: change the declaration and run `{command}` again.", "#"]
