@@ -512,6 +512,7 @@ def render(target: str = typer.Argument(..., metavar="compose|k8s", help="What t
     for path in written:
         _say(f"wrote {path}")
 
+
 def main() -> None:
     app()
 
