@@ -93,11 +93,26 @@ def _summary(topic: str, value: Any) -> str | None:
     return f"{value['classifier']} failed: {value['error_code']}"
 
 
+def _deploy(models: dict[str, Models]) -> dict[str, Any]:
+    """How the deploy files run this pipeline (`triage render compose|k8s`; see streams/render/plan.py): the
+    offline model server and the model each chain asks it for, the sample knowledge bases loaded first."""
+    return {
+        "settings": {"TRIAGE_MISSING_PRIORITY": "human"},
+        "models": {"module": "processors.offline.server", "port": 8700,
+                   "env": {f"TRIAGE_MODEL_{name.upper().replace('-', '_')}": ",".join(m.offline)
+                           for name, m in models.items()}},
+        "setup": [{"name": "kb", "command": ["kb", "load"], "needs": ["redis"],
+                   "about": "the sample knowledge bases into Redis, one namespace per tenant (retrieve reads them)"}],
+        "sample": "tickets.jsonl",
+    }
+
+
 def declare(classifiers: tuple[Classifier, ...] = CLASSIFIERS) -> Pipeline:
     """The support pipeline with these classifiers (the shipped four by default)."""
     names = tuple(c.name for c in classifiers)
     if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
         raise ValueError(f"classifier names must be distinct identifiers: {names}")
+    models = _models(classifiers)
     return Pipeline(
         name="support",
         input=IN,
@@ -109,9 +124,9 @@ def declare(classifiers: tuple[Classifier, ...] = CLASSIFIERS) -> Pipeline:
         replays=DLQ_REPLAYS,
         describe="Support-ticket triage: classifiers in parallel, a join, a router, retrieval, a writer and a "
                  "quality gate.",
-        models=_models(classifiers),
+        models=models,
         extras={"input": "ticket", "classifiers": names, "escalations": ESCALATIONS, "responses": RESPONSES,
-                "human": human, "summary": _summary,
+                "human": human, "summary": _summary, "deploy": _deploy(models),
                 "offline_models": {c.offline_model: c.offline for c in classifiers}},
     )
 

@@ -498,6 +498,24 @@ def check(spec: str = typer.Argument(..., metavar="PIPELINE",
     _say(f"{p.name}: {len(p.steps)} steps, input {p.input}, outcomes {', '.join(p.outcomes)}; OK")
 
 
+@app.command()
+def render(target: str = typer.Argument(..., metavar="compose|k8s", help="What to write: the docker-compose file, or the Kubernetes manifests."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder to write into (default: deploy/compose or deploy/k8s; deploy/<pipeline>/... for another pipeline)."),
+           pipeline: Optional[str] = _pipeline_option()) -> None:
+    """Write a pipeline's deploy files from its declaration: a worker per step, its topics, KEDA scaling per group."""
+    from streams import render as rendering
+    if target not in {t.value for t in rendering.Target}:
+        _fail(f"render what? {target!r}: choose compose or k8s", 2)
+    chosen, settings = _use(pipeline), _settings()
+    try:
+        written = rendering.write(rendering.Target(target), chosen, out_dir, spec=pipeline or chosen.name,
+                                  partitions=settings.partitions, tenants=settings.tenants)
+    except PipelineError as exc:
+        _fail(str(exc), 2)
+    for path in written:
+        _say(f"wrote {path}")
+
+
 def main() -> None:
     app()
 

@@ -17,9 +17,9 @@ from streams.config import REPO_ROOT, Settings
 from streams.services import ServiceError, proc
 from streams.services.kafka_broker import BrokerSpec, prepare_cluster, TopicSpec, broker_ready, ensure_topics, start_broker, stop_broker
 from streams.services.redis_server import start_redis, stop_redis
+from streams.topic_config import topic_configs
 
 Say = Callable[[str], None]
-BIG = str(8 * 1024 * 1024)
 OFFLINE = "offline-models"
 
 
@@ -45,23 +45,8 @@ def broker_specs(settings: Settings, brokers: int) -> list[BrokerSpec]:
 
 
 def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
-    specs = []
-    pipeline = pipelines.active()
-    for name in pipeline.all_topics():
-        topic = pipeline.topic(name)
-        config: dict[str, str] = {}
-        if replication >= 3:
-            # acks=all then needs two live replicas: one broker may die without losing a committed record.
-            config["min.insync.replicas"] = "2"
-        if name == pipeline.replay_topic:
-            config["cleanup.policy"] = "compact"
-        elif topic.compacted:  # a changelog: compacted soon, so a restore reads little more than the state
-            config.update({"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"})
-        elif topic.big:
-            # Oversized tickets must reach ingest (and its DLQ, bytes untouched) to be rejected there.
-            config["max.message.bytes"] = BIG
-        specs.append(TopicSpec(name, settings.partitions, replication, config))
-    return specs
+    configs = topic_configs(pipelines.active(), replication)
+    return [TopicSpec(name, settings.partitions, replication, config) for name, config in configs.items()]
 
 
 def _port(bootstrap: str) -> int:
