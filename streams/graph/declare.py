@@ -77,7 +77,8 @@ class Graph:
         found = self.problems()
         if found:
             where = f" ({self.source})" if self.source else ""
-            raise PipelineError(f"pipeline {self.name!r}{where} cannot run:\n" + "\n".join(f"  - {p}" for p in found))
+            # One line: the CLI shows a message's control characters escaped, never as line breaks.
+            raise PipelineError(f"pipeline {self.name!r}{where} cannot run: " + "; ".join(found))
         return self
 
     def compile(self) -> Any:
