@@ -92,7 +92,8 @@ def _label(ref: object) -> str:
 def _cycle_problems(graph: "Graph") -> list[str]:
     order = [s.name for s in _first_of_each(graph.steps)]
     deps = {s.name: [d for d in s.depends_on if d in order] for s in _first_of_each(graph.steps)}
-    out = [f"a dependency cycle: {' -> '.join(c)} (each depends on the next)" for c in cycles(order, deps)]
+    found = cycles(order, deps)
+    out = [f"a dependency cycle: {' -> '.join(c)} (each depends on the next)" for c in found]
     # Every step nothing depends on feeds the result; a step reaches a result when a dependent of it does.
     dependents: dict[str, list[str]] = {n: [] for n in order}
     for n, ds in deps.items():
@@ -105,16 +106,31 @@ def _cycle_problems(graph: "Graph") -> list[str]:
             if d not in reaches:
                 reaches.add(d)
                 todo.append(d)
+    in_cycle = strongly_connected(order, deps)
     for n in order:
-        if n not in reaches:
+        if n not in reaches and n not in in_cycle:  # a step in a cycle is named by the cycle
             out.append(f"no result can be reached from step {n!r}: every step that depends on it leads back "
                        f"into a dependency cycle")
     return out
 
 
+def strongly_connected(order: list[str], deps: dict[str, list[str]]) -> set[str]:
+    """Every step that is in a cycle."""
+    return {n for c in _components(order, deps) for n in c}
+
+
 def cycles(order: list[str], deps: dict[str, list[str]]) -> list[list[str]]:
     """One cycle per strongly connected component that has one, as a path that ends where it starts, from
-    the component's first step in declaration order (Tarjan's algorithm, iteratively)."""
+    the component's first step in declaration order."""
+    out = []
+    for comp in sorted(_components(order, deps), key=lambda c: min(order.index(n) for n in c)):
+        start = min(comp, key=order.index)
+        out.append(_path_back(start, comp, deps))
+    return out
+
+
+def _components(order: list[str], deps: dict[str, list[str]]) -> list[set[str]]:
+    """The strongly connected components that hold a cycle (Tarjan's algorithm, iteratively)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -155,11 +171,7 @@ def cycles(order: list[str], deps: dict[str, list[str]]) -> list[list[str]]:
                         break
                 if len(comp) > 1 or node in deps[node]:
                     comps.append(comp)
-    out = []
-    for comp in sorted(comps, key=lambda c: min(order.index(n) for n in c)):
-        start = min(comp, key=order.index)
-        out.append(_path_back(start, comp, deps))
-    return out
+    return comps
 
 
 def _path_back(start: str, comp: set[str], deps: dict[str, list[str]]) -> list[str]:
