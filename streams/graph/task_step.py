@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from streams import metrics
 from streams.dead_letter import MAX_ERROR_CHARS, dead_letter_id
-from streams.errors import InputError, Oversized, TriageError
+from streams.errors import GuardTripped, InputError, Oversized, TriageError
 from streams.graph.envelope import MARGIN_BYTES, Envelope, Failure, decode, dumps, parse_input
 from streams.graph.task_context import TaskContext
 from streams.policy import RetryPolicy
@@ -72,8 +72,9 @@ class TaskStep:
                 return [self._emit(env)]  # an upstream step failed: the collector dead-letters it, once
         started = time.monotonic()
         deps = {d: env.steps.get(d) for d in self.depends_on}
-        tctx = TaskContext(self.name, env.correlation_id, env.attempt, _tenant(record, env), self.models,
-                           self.timeout_s, ctx.models, ctx.store(_tenant(record, env) or "default"))
+        tenant = _tenant(record, env)
+        tctx = TaskContext(self.name, env.correlation_id, env.attempt, tenant, self.models, self.timeout_s,
+                           ctx.models, _store(ctx, tenant or "default"))
         args = (env.input, deps, tctx)
         if self.condition is not None:
             try:
@@ -191,6 +192,13 @@ def _source(record: Record) -> str:
 def _tenant(record: Record, env: Envelope) -> str:
     t = record.tenant_id or (env.input or {}).get("tenant_id")
     return t if isinstance(t, str) else ""
+
+
+def _store(ctx: StepContext, tenant: str) -> Any:
+    try:
+        return ctx.store(tenant)
+    except GuardTripped:
+        return None  # a tenant id Redis keys cannot carry: the task runs without state
 
 
 def _error(call: Call, exc: BaseException) -> str:
