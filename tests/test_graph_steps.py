@@ -109,3 +109,45 @@ async def test_bad_input_is_dead_lettered_by_the_first_root_only() -> None:
         await r1.handle(record(b"{nope"), ctx)
     assert r1.on_failure(record(b"{nope"), "MALFORMED", "x") is None  # the runtime dead-letters the bytes
     assert await r2.handle(record(b"{nope"), ctx) == []
+
+
+async def test_a_join_restored_from_its_changelog_ends_each_input_once() -> None:
+    """What a worker killed between two records of one input leaves: the changelog records it committed. A
+    fresh join restored from them completes the input on its last dependency, and a failure marker that ended
+    an input early still drops the input's later records after a restore."""
+    from streams.graph.envelope import Envelope, Failure
+
+    g = (Graph("j").step("a", lambda i, d: {}).step("b", lambda i, d: {}).step("c", lambda i, d: {})
+         .step("s", lambda i, d: {}, depends_on=["a", "b", "c"]))
+    settings = config.load({"TRIAGE_HOME": "/nonexistent-home"})
+    ctx = StepContext("join.s", settings, None, None)  # type: ignore[arg-type]
+    changelog: list[tuple[bytes, bytes | None]] = []
+
+    def out(dep: str, origin: str, failed: bool = False) -> Record:
+        env = Envelope("cid", 1, origin, {"q": origin}, {dep: {"from": dep}})
+        if failed:
+            env = env.failing(Failure(dep, "TASK_ERROR", "x", 1, "j.in/0/0", "{}"))
+        return Record(topic=f"j.out.{dep}", partition=0, offset=len(changelog), key="cid", raw=env.encode(),
+                      headers={}, timestamp_ms=0)
+
+    async def feed(join: Any, rec: Record) -> list[Any]:
+        emits = await join.handle(rec, ctx)
+        changelog.extend((e.key.encode(), e.value) for e in emits if e.topic == "j.state.join.s")
+        return [e for e in emits if e.topic != "j.state.join.s"]
+
+    def fresh() -> Any:
+        join = g.compile().build("join.s", settings)
+        join.restore([0], lambda p: list(changelog))
+        return join
+
+    first = fresh()
+    assert await feed(first, out("a", "in/0/1")) == [] and await feed(first, out("b", "in/0/1")) == []
+    assert await feed(first, out("b", "in/0/2", failed=True)) != []  # input 2 ends at once, as a failure
+    second = fresh()  # the first was killed: only its changelog is left
+    done = await feed(second, out("c", "in/0/1"))
+    assert len(done) == 1 and done[0].topic == "j.joined.s"
+    assert decode(done[0].value).steps == {"a": {"from": "a"}, "b": {"from": "b"}, "c": {"from": "c"}}
+    third = fresh()
+    assert await feed(third, out("a", "in/0/2")) == [] and await feed(third, out("c", "in/0/2")) == []
+    assert third.size() == 0  # every dependency of both inputs has delivered: nothing left in memory
+    assert fresh().size() == 0  # nor in the changelog
