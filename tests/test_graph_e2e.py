@@ -1,0 +1,96 @@
+"""A six-step graph declared in a TOML file (tests/graph_sample/pipeline.toml), run on the real broker: fan-out,
+a join of three branches, a condition, a step that raises for some inputs, a step that sleeps past its
+timeout, a fallback and two sinks. Every input ends exactly once, in gsample.results or one dead letter,
+with the reason its kind calls for; the records have the documented shape."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator
+
+import pytest
+
+from streams import pipelines
+from tests import graph_run
+from tests.graph_run import NAME, SAMPLE_TOML
+from tests.harness import Stack
+
+pytestmark = pytest.mark.kafka
+N = 120
+STEPS = ("parse", "sentiment", "keywords", "lookup", "answer", "audit")
+
+
+@pytest.fixture(scope="module")
+def graph_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    before = os.environ.get(pipelines.ENV)
+    os.environ[pipelines.ENV] = str(SAMPLE_TOML)  # the topics this process creates are the graph's
+    s = Stack.create(tmp_path_factory.mktemp("graph-home"), TRIAGE_PIPELINE=str(SAMPLE_TOML))
+    try:
+        s.start(workers=pipelines.active().step_names)
+        yield s
+    finally:
+        s.stop()
+        if before is None:
+            os.environ.pop(pipelines.ENV, None)
+        else:
+            os.environ[pipelines.ENV] = before
+
+
+@pytest.fixture(scope="module")
+def run(graph_stack: Stack) -> tuple[dict[str, tuple[str, Any]], dict[str, list[Any]]]:
+    sent = graph_run.inputs(N, "e2e-")
+    graph_run.produce(graph_stack.bootstrap, sent)
+    return sent, graph_run.outcomes(graph_stack.bootstrap, set(sent), timeout=300)
+
+
+def test_every_input_ends_exactly_once_with_its_reason(run: tuple[dict, dict]) -> None:
+    sent, seen = run
+    wrong = graph_run.verdicts(sent, seen)
+    assert not wrong, f"{len(wrong)} of {len(sent)} inputs wrong: {list(wrong.items())[:5]}"
+
+
+def test_result_records_hold_every_step(run: tuple[dict, dict]) -> None:
+    sent, seen = run
+    results = [(sent[c], outs[0]) for c, outs in seen.items() if outs[0].topic == f"{NAME}.results"]
+    assert len(results) == N * 4 // 10
+    for (kind, doc), o in results:
+        rec = json.loads(o.raw)
+        assert set(rec) == {"correlation_id", "input", "steps"}
+        assert rec["correlation_id"] == o.key and rec["input"] == doc
+        assert tuple(rec["steps"]) == STEPS, rec["steps"]
+        assert rec["steps"]["parse"] == {"text": doc["text"], "words": len(doc["text"].split())}
+        assert (rec["steps"]["lookup"] is None) == (not doc.get("lookup")), (kind, rec)
+        if kind == "flaky":
+            assert rec["steps"]["answer"]["text"] == "canned"
+        else:
+            assert rec["steps"]["answer"]["text"] != "canned"
+        assert rec["steps"]["answer"]["looked_up"] == bool(doc.get("lookup"))
+
+
+def test_dead_letters_carry_what_the_failed_step_consumed(run: tuple[dict, dict]) -> None:
+    sent, seen = run
+    checked = set()
+    for cid, outs in seen.items():
+        kind, doc = sent[cid]
+        o = outs[0]
+        if o.topic == f"{NAME}.results":
+            continue
+        h = o.headers
+        step = o.topic.removeprefix(f"{NAME}.dlq.")
+        assert h["dlq.step"] == step and h["correlation_id"] == cid and h["attempt"] == "1"
+        assert {"dlq.error", "dlq.source", "dlq.ts"} <= set(h)
+        if step == "parse":
+            assert o.raw == doc and h["dlq.source"].startswith(f"{NAME}.in/")  # the input's bytes, untouched
+            assert h["dlq.attempts"] == "1"
+        else:
+            # What keywords/lookup/audit consumed: parse's record, from which the input is read back.
+            consumed = json.loads(o.raw)
+            assert consumed["input"] == doc and consumed["steps"]["parse"]["text"] == doc["text"]
+            assert h["dlq.source"].startswith(f"{NAME}.out.parse/")
+            assert h["dlq.attempts"] == {"keywords": "2", "lookup": "2", "audit": "1"}[step], h  # 1 + retries
+            if step == "lookup":
+                assert "not done within 0.5s" in h["dlq.error"]
+            else:
+                assert "raised" in h["dlq.error"]
+        checked.add(kind)
+    assert checked == {"boom", "slow", "two-branches", "two-sinks", "not-json", "not-object"}
