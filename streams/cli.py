@@ -71,7 +71,8 @@ def _use(spec: Optional[str]) -> Pipeline:
     except PipelineError as exc:
         _fail(str(exc), 2)
     if spec:
-        os.environ[pipelines.ENV] = spec
+        # A file is named by its absolute path: the workers the supervisor starts run in another folder.
+        os.environ[pipelines.ENV] = str(Path(spec).resolve()) if spec.endswith(".toml") else spec
     return pipeline
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 TASK_ARGS = (2, 3)  # (input, deps) or (input, deps, ctx)
 CONDITION_ARGS = (2,)
+ROUTE_ARGS = (1,)  # (result)
 
 
 def problems(graph: "Graph") -> list[str]:
@@ -39,7 +40,31 @@ def problems(graph: "Graph") -> list[str]:
     for s in _first_of_each(graph.steps):
         found.extend(_step_problems(s, names, graph))
     found.extend(_cycle_problems(graph))
+    found.extend(_outcome_problems(graph))
     return found
+
+
+def _outcome_problems(graph: "Graph") -> list[str]:
+    out: list[str] = []
+    outcomes = tuple(graph.outcomes)
+    if not outcomes and graph.route is None:
+        return out
+    if not outcomes or graph.route is None:
+        out.append("outcomes and route go together: outcomes names the topics <name>.<outcome>, route(result) "
+                   "picks one")
+    for o in outcomes:
+        if not isinstance(o, str) or not naming.NAME.match(o) or o in naming.TAKEN_OUTCOMES:
+            out.append(f"outcome {o!r} must be letters, digits, '-' or '_', starting with a letter, and not one of "
+                       f"{', '.join(sorted(naming.TAKEN_OUTCOMES))} (it names the topic <name>.<outcome>)")
+    if len(set(outcomes)) != len(outcomes):
+        out.append(f"an outcome is named twice: {', '.join(outcomes)}")
+    if graph.route is not None:
+        got = resolve(graph.route, graph.base)
+        if got.problem:
+            out.append(f"route {got.problem}")
+        elif got.fn is not None and arity(got.fn, ROUTE_ARGS) is None:
+            out.append(f"route {_label(graph.route)} must take (result)")
+    return out
 
 
 def _first_of_each(steps: list["StepDecl"]) -> list["StepDecl"]:

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from streams.graph import naming
-from streams.graph.checks import CONDITION_ARGS, TASK_ARGS
+from streams.graph.checks import CONDITION_ARGS, ROUTE_ARGS, TASK_ARGS
 from streams.graph.declare import Graph, StepDecl
 from streams.graph.join_step import Collector, StepJoin
 from streams.graph.refs import arity, resolve
@@ -38,11 +38,12 @@ def compile_graph(graph: Graph) -> Pipeline:
         specs.append(StepSpec(n, partial(_task, graph, decl, _inputs(name, decl), bool(roots) and n == roots[0]),
                               _inputs(name, decl), (naming.output_topic(name, n),)))
     collect_inputs = tuple(naming.output_topic(name, s) for s in sinks)
-    specs.append(StepSpec(naming.COLLECT, partial(_collector, name, tuple(order), tuple(sinks)), collect_inputs,
-                          (naming.results_topic(name), *(naming.dlq_topic(name, n) for n in order)),
+    outcomes = _outcome_topics(graph)
+    specs.append(StepSpec(naming.COLLECT, partial(_collector, graph, tuple(order), tuple(sinks)), collect_inputs,
+                          (*outcomes.values(), *(naming.dlq_topic(name, n) for n in order)),
                           changelog=naming.changelog_topic(name, naming.COLLECT)))
     return Pipeline(name=name, input=naming.input_topic(name), steps=tuple(specs),
-                    outcomes=(naming.results_topic(name),),
+                    outcomes=tuple(outcomes.values()),
                     describe=graph.describe or f"A graph of {len(order)} steps: {', '.join(order)}.",
                     extras={"graph": graph})
 
@@ -83,8 +84,17 @@ def _join(pipeline: str, decl: StepDecl, settings: Any) -> StepJoin:
                     changelog=naming.changelog_topic(pipeline, join), max_value_bytes=settings.max_value_bytes)
 
 
-def _collector(pipeline: str, order: tuple[str, ...], sinks: tuple[str, ...], settings: Any) -> Collector:
-    return Collector(naming.COLLECT, results=naming.results_topic(pipeline), all_steps=order,
+def _outcome_topics(graph: Graph) -> dict[str, str]:
+    """Outcome name -> topic: the branching outputs, or the one ``<name>.results``."""
+    if not graph.outcomes:
+        return {"results": naming.results_topic(graph.name)}
+    return {o: naming.outcome_topic(graph.name, o) for o in graph.outcomes}
+
+
+def _collector(graph: Graph, order: tuple[str, ...], sinks: tuple[str, ...], settings: Any) -> Collector:
+    pipeline = graph.name
+    route = _call(graph, graph.route, ROUTE_ARGS) if graph.route is not None else None
+    return Collector(naming.COLLECT, results=_outcome_topics(graph), route=route, all_steps=order,
                      dlq_topic=partial(naming.dlq_topic, pipeline),
                      inputs=tuple(naming.output_topic(pipeline, s) for s in sinks), deps=sinks,
                      changelog=naming.changelog_topic(pipeline, naming.COLLECT),

@@ -6,6 +6,8 @@
     g.step("answer", answer, depends_on=["classify", "retrieve"], fallback=canned_answer)
     PIPELINE = g          # `--pipeline my_module:PIPELINE`; or g.compile() for the runtime's Pipeline
 
+    Graph("moderation", outcomes=("published", "held"), route=verdict)   # branching outputs
+
 A task is ``task(input, deps)`` or ``task(input, deps, ctx)``, sync or async, returning a JSON-serialisable
 dict; ``deps`` maps each dependency to its output, or None when that step was skipped. Functions may also be
 given as ``"module:function"`` strings (what the TOML form does).
@@ -56,6 +58,11 @@ class Graph:
     steps: list[StepDecl] = field(default_factory=list)
     problems_found: list[str] = field(default_factory=list)
     """What a loader already found wrong (a key of the wrong type...), reported with the graph's problems."""
+    outcomes: tuple[str, ...] = ()
+    """Branching outputs: the result goes to ``<name>.<outcome>`` (e.g. published / held) instead of
+    ``<name>.results``, the one ``route`` names."""
+    route: Task | None = None
+    """``route(result) -> outcome``: which of ``outcomes`` a finished input's result goes to."""
 
     def step(self, name: str, task: Task, *, depends_on: Iterable[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S,
              retries: int = 0, condition: Task | None = None, fallback: Task | None = None,

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from streams import metrics
-from streams.dead_letter import dead_letter_headers, fit_value
-from streams.errors import InputError, Oversized
+from streams.dead_letter import MAX_ERROR_CHARS, dead_letter_headers, fit_value
+from streams.errors import InputError, Oversized, TriageError
 from streams.graph.envelope import MARGIN_BYTES, Envelope, Failure, decode, dumps
 from streams.records import Emit, Record
 from streams.step import StepContext
@@ -220,10 +220,10 @@ class StepJoin(GraphJoin):
 class Collector(GraphJoin):
     """After the steps nothing depends on: the input's one result, or its one dead letter."""
 
-    def __init__(self, name: str, *, results: str, all_steps: tuple[str, ...],
-                 dlq_topic: Callable[[str], str], **kw: Any) -> None:
+    def __init__(self, name: str, *, results: dict[str, str], all_steps: tuple[str, ...],
+                 dlq_topic: Callable[[str], str], route: Any = None, **kw: Any) -> None:
         super().__init__(name, **kw)
-        self.results, self.all_steps, self.dlq_topic = results, all_steps, dlq_topic
+        self.results, self.all_steps, self.dlq_topic, self.route = results, all_steps, dlq_topic, route
 
     def complete(self, partition: int, envelopes: list[Envelope]) -> list[Emit]:
         first = envelopes[0]
@@ -238,7 +238,26 @@ class Collector(GraphJoin):
             failure = Failure(self.name, Oversized.code, f"the result of {len(value)} bytes is over the limit of "
                               f"{self.max_value_bytes}", 0, first.origin, bare.decode())
             return self.failed(partition, first.failing(failure))
-        return [_emit(self.results, first, value)]
+        try:
+            topic = self._topic(doc)
+        except TriageError as exc:
+            failure = Failure(self.name, exc.code, str(exc)[:MAX_ERROR_CHARS], 1, first.origin, value.decode())
+            return self.failed(partition, first.failing(failure))
+        return [_emit(topic, first, value)]
+
+    def _topic(self, doc: dict[str, Any]) -> str:
+        """The outcome topic of a finished input: the one result topic, or the one ``route(result)`` names."""
+        if self.route is None:
+            return next(iter(self.results.values()))
+        try:
+            outcome = self.route.fn(doc)
+        except Exception as exc:  # noqa: BLE001 - the user's function: the input ends in a dead letter, once
+            raise TriageError(f"route {self.route.label} raised {type(exc).__name__}: {exc}",
+                              code="ROUTE_ERROR") from exc
+        if outcome not in self.results:
+            raise TriageError(f"route {self.route.label} answered {outcome!r}; outcomes: {', '.join(self.results)}",
+                              code="ROUTE_ERROR")
+        return self.results[outcome]
 
     def failed(self, partition: int, env: Envelope) -> list[Emit]:
         f = env.failed

@@ -11,6 +11,8 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 COLLECT = "collect"
 """The step that writes ``<name>.results`` (or the one dead letter of a failed input)."""
 RESERVED = frozenset({COLLECT})
+TAKEN_OUTCOMES = frozenset({"in", "out", "joined", "state", "dlq", "results"})
+"""Words a compiled graph's own topics use after ``<name>.``: an outcome topic must not meet one."""
 
 
 def input_topic(pipeline: str) -> str:
@@ -19,6 +21,11 @@ def input_topic(pipeline: str) -> str:
 
 def results_topic(pipeline: str) -> str:
     return f"{pipeline}.results"
+
+
+def outcome_topic(pipeline: str, outcome: str) -> str:
+    """Where a result goes when the graph has branching outputs."""
+    return f"{pipeline}.{outcome}"
 
 
 def output_topic(pipeline: str, step: str) -> str:

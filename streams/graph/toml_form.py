@@ -13,6 +13,9 @@
     fallback = "faq_steps:canned_answer"
     models = ["gpt-4o-mini", "gpt-4o"]
 
+``[pipeline] outcomes = ["published", "held"]`` with ``route = "module:function"`` sends each result to
+``<name>.<outcome>`` (the one ``route(result)`` names) instead of ``<name>.results``.
+
 A file that cannot be read as such is a PipelineError naming what is wrong and where; what is wrong with the
 graph itself (cycles, unknown dependencies, imports) is left to the graph's checks, so all of it is said at once.
 """
@@ -27,7 +30,7 @@ from typing import Any
 from streams.errors import PipelineError
 from streams.graph.declare import DEFAULT_TIMEOUT_S, Graph
 
-PIPELINE_KEYS = ("name", "describe")
+PIPELINE_KEYS = ("name", "describe", "outcomes", "route")
 STEP_KEYS = ("task", "timeout_s", "retries", "depends_on", "condition", "fallback", "models")
 _HEADER = re.compile(r"""^\s*\[\s*steps\s*\.\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*\]\s*(?:#.*)?$""")
 _DUP = "#"  # never in a step name, so a renamed duplicate cannot meet a real step
@@ -60,8 +63,14 @@ def loads(text: str, *, base: Path | None = None, source: str = "") -> Graph:
         if key not in ("pipeline", "steps"):
             found.append(f"unknown table [{key}] (known: [pipeline], [steps.<name>])")
     name = head.get("name", "")
+    outcomes = head.get("outcomes", [])
+    if not isinstance(outcomes, list) or not all(isinstance(o, str) for o in outcomes):
+        found.append('[pipeline] outcomes must be a list of names (outcomes = ["published", "held"])')
+        outcomes = []
+    if "route" in head and not isinstance(head["route"], str):
+        found.append('[pipeline] route must be a "module:function" string')
     graph = Graph(str(name) if isinstance(name, str) else repr(name), base=base, source=source,
-                  describe=str(head.get("describe", "")))
+                  describe=str(head.get("describe", "")), outcomes=tuple(outcomes), route=_ref(head.get("route")))
     steps = doc.get("steps", {})
     if not isinstance(steps, dict):
         found.append("steps must be tables: [steps.<name>]")
