@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import TopicPartition
 
 from streams.records import Record
-
-Output = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
-"""One record to produce: (topic, partition or None for the key's, key, value, headers)."""
+from streams.transact import Output
 Taken = tuple[list[Output], list[TopicPartition], list[tuple["Partition", int]]]
 """What one commit carries: the outputs, the input offsets, and each partition with the offset it reaches."""
 

@@ -1,4 +1,5 @@
-"""The runner's transactions: outputs and the input offsets after them, committed together, or aborted.
+"""The runner's transactions: outputs and the input offsets after them, committed together, or aborted
+(by :func:`streams.transact.commit_outputs`, the protocol every step's transaction follows).
 
 Downstream consumers read ``read_committed``; an aborted transaction makes the runner rewind to the last
 committed offsets and drop what was in flight, so nothing is emitted twice.
@@ -15,18 +16,16 @@ import threading
 import time
 from typing import Any, Callable
 
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from streams import metrics
-from streams.kafka_io import KafkaFailure
-from streams.runtime.ordering import Output
+from streams.kafka_io import KafkaFailure, transactional_producer
+from streams.transact import Output, commit_outputs
 from streams.runtime.stats import Stats
 from streams.runtime.threads import KafkaThreads
 
 log = logging.getLogger("triage.runtime")
 
-TXN_BUDGET_S = 25.0
-ABORT_TIMEOUT_S = 10.0
 COMMIT_DEADLINE_S = 45.0
 """A commit call that has not returned by then (budget and abort spent) is stuck in the client."""
 ABORTS_IN_ROW = 5
@@ -60,8 +59,7 @@ class Transactions:
         self._timeouts_in_row = 0
 
     def _k_open_producer(self) -> None:
-        self.producer = Producer(self._conf)
-        self.producer.init_transactions(60)
+        self.producer = transactional_producer(self._conf, 60)
 
     def _k_close_producer(self) -> None:
         if self.producer is not None:
@@ -116,76 +114,8 @@ class Transactions:
         with self.lock:
             if self._revoking or epoch != self.epoch:
                 raise CommitRefused("partitions were revoked", abortable=True, fatal=False, retriable=True)
-            self._k_transaction(outputs, offsets)
+            assert self.producer is not None
+            commit_outputs(self.producer, outputs, offsets, self._group_metadata, self._set_phase)
 
-    def _k_transaction(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
-        p = self.producer
-        assert p is not None
-        # One budget for the whole transaction, so that it ends by itself (committed, or aborted and rewound)
-        # well inside the caller's deadline of 45 s; the sum of separate timeouts would outlast that deadline and
-        # turn a slow coordinator (a broker restart) into a process restart.
-        end = time.monotonic() + TXN_BUDGET_S
-
-        def left() -> float:
-            return max(1.0, end - time.monotonic())
-        try:
-            self._phase = "begin_transaction"
-            p.begin_transaction()
-            self._phase = "produce"
-            for topic, partition, key, value, headers in outputs:
-                while True:
-                    try:
-                        if partition is None:
-                            p.produce(topic, value=value, key=key, headers=headers)
-                        else:
-                            p.produce(topic, value=value, key=key, headers=headers, partition=partition)
-                        break
-                    except BufferError:
-                        # The local queue is full: let deliveries drain, but not forever (broker gone).
-                        if time.monotonic() > end:
-                            raise KafkaFailure(f"producer queue full for {TXN_BUDGET_S:.0f} s", abortable=True,
-                                               fatal=False, retriable=True) from None
-                        p.poll(0.05)
-            # Deliver the outputs before adding the offsets. Measured at 10 tickets/s: a hop's p90 fell from
-            # ~125 ms to ~45 ms; without it the commit often waited out a further delivery cycle.
-            self._phase = "flush"
-            if p.flush(left()) > 0:
-                raise KafkaFailure(f"outputs not delivered within {TXN_BUDGET_S:.0f} s", abortable=True, fatal=False,
-                                   retriable=True)
-            if offsets:
-                self._phase = "send_offsets_to_transaction"
-                p.send_offsets_to_transaction(offsets, self._group_metadata(), left())
-        except (KafkaException, KafkaFailure) as exc:
-            failure = exc if isinstance(exc, KafkaFailure) else KafkaFailure.of(exc)
-            if failure.fatal:
-                raise failure from exc
-            self._k_abort()
-            raise failure from exc
-        self._phase = "commit_transaction"
-        while True:
-            try:
-                p.commit_transaction(left())
-                return
-            except KafkaException as exc:
-                f = KafkaFailure.of(exc)
-                if f.fatal:
-                    raise f from exc
-                if f.abortable:
-                    self._k_abort()
-                    raise f from exc
-                if f.retriable and time.monotonic() < end:
-                    time.sleep(0.05)
-                    continue  # a commit that timed out goes on in the client: resume it, do not abort it
-                # Neither committed nor aborted: a fresh producer's init_transactions settles it either way.
-                raise KafkaFailure(f"commit not confirmed within {TXN_BUDGET_S:.0f} s: {f}", abortable=False,
-                                   fatal=True, retriable=True) from exc
-
-    def _k_abort(self) -> None:
-        assert self.producer is not None
-        self._phase = "abort_transaction"
-        try:
-            self.producer.abort_transaction(ABORT_TIMEOUT_S)
-        except KafkaException as abort_exc:
-            # A producer that cannot abort is in an unknown state: the supervisor starts a fresh one.
-            raise KafkaFailure(f"abort failed: {KafkaFailure.of(abort_exc)}", abortable=False, fatal=True,
-                               retriable=False) from abort_exc
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
