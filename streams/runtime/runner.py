@@ -37,9 +37,10 @@ class StepRunner:
         self.step, self.ctx, self.instance = step, ctx, instance
         self.settings = settings = ctx.settings
         self.stats = Stats()
-        # What the pipeline says of this step: its group, its dead-letter topic, its changelog, the schemas.
-        group, dead_letters, schemas = group_id(step.name), dlq_topic(step.name), TOPIC_SCHEMA
-        changelog: str = getattr(step, "changelog", JOIN_STATE)
+        # What the pipeline says of this step: its group, its dead letters' topic (and what every such topic
+        # starts with), its changelog, the topics' schemas. The only lines of the runtime that read it.
+        group, dead_letters, dead_letter_prefix = group_id(step.name), dlq_topic(step.name), dlq_topic("")
+        changelog, schemas = getattr(step, "changelog", JOIN_STATE), TOPIC_SCHEMA
         self.kafka = KafkaThreads(step.name)
         self.order = InOrder()
         self.txns = Transactions(
@@ -55,7 +56,7 @@ class StepRunner:
                                  stall_after_s=stall_after_s)
         self.state = ChangelogState(step, settings.bootstrap, changelog) if getattr(step, "stateful", False) else None
         self.outputs = Outputs(step, settings, self.stats, schemas=schemas, dead_letters=dead_letters,
-                               dead_letter_prefix=dlq_topic(""), changelog=changelog)
+                               dead_letter_prefix=dead_letter_prefix, changelog=changelog)
         self.handle = Handler(step, ctx, self.stats, self.outputs, self.order, schemas)
         self._consuming = asyncio.Lock()
         """Held by a poll and the admission of its records, and by a rewind: no poll runs across a seek."""
