@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams import avro, pipelines
-from streams.kafka_io import KafkaFailure, base_config, producer_config, unread
+from streams.kafka_io import KafkaFailure, producer_config, reader_config, unread
 from streams.records import decode_key, message_headers
 
 log = logging.getLogger("triage.client")
@@ -194,10 +194,8 @@ class RecordReader:
     record's bytes in memory, and for a replay of one known record without scanning its topic."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._conf = base_config(bootstrap, **{
-            "group.id": f"triage.reader.at.{uuid.uuid4()}", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.partition.eof": True,
-            "fetch.wait.max.ms": 50})
+        self._conf = reader_config(bootstrap, f"triage.reader.at.{uuid.uuid4()}", **{
+            "auto.offset.reset": "earliest", "enable.partition.eof": True, "fetch.wait.max.ms": 50})
         self._consumer: Consumer | None = None
         self._lock = threading.Lock()
 
@@ -292,10 +290,8 @@ class Reader:
     """The consumer behind :func:`read`, which replaces it when it stops fetching."""
 
     def __init__(self, bootstrap: str, topics: Iterable[str], *, from_beginning: bool = True) -> None:
-        self._conf = base_config(bootstrap, **{
-            "group.id": f"triage.reader.{uuid.uuid4()}", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "fetch.wait.max.ms": 50})
+        self._conf = reader_config(bootstrap, f"triage.reader.{uuid.uuid4()}", **{
+            "auto.offset.reset": "earliest" if from_beginning else "latest", "fetch.wait.max.ms": 50})
         self.consumer = Consumer(self._conf)
         self.replaced = 0
         try:

@@ -1,14 +1,18 @@
-"""confluent-kafka configuration and the small synchronous helpers the runtime calls from its Kafka thread.
+"""confluent-kafka configuration, in one place, and the small synchronous helpers every Kafka user calls.
 
+Every client triage makes is configured here: a step's consumer (:func:`consumer_config`), a reader's
+(:func:`reader_config`: the reads of the CLI, the page, the ledgers and a restore), a producer
+(:func:`producer_config`, transactional or not, made ready by :func:`transactional_producer`), all on
+:func:`base_config` (the bootstrap servers and the security properties). A record is queued by :func:`produce`.
 librdkafka's client errors are translated here into :class:`KafkaFailure` with the flags the runtime reads.
 """
 from __future__ import annotations
 
 import time
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 
 class KafkaFailure(Exception):
@@ -57,6 +61,36 @@ def producer_config(bootstrap: str, transactional_id: str | None, extra: dict[st
     return conf
 
 
+def transactional_producer(conf: dict[str, Any], init_timeout_s: float,
+                           new: Callable[[dict[str, Any]], Producer] = Producer) -> Producer:
+    """A producer of ``conf`` (a transactional.id in it) whose ``init_transactions`` has fenced every older
+    producer of that id and settled the transaction it left open (committed or aborted)."""
+    p = new(conf)
+    p.init_transactions(init_timeout_s)
+    return p
+
+
+def produce(p: Producer, topic: str, *, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]],
+            partition: int | None = None, on_delivery: Callable[[KafkaError | None, Any], None] | None = None,
+            wait_s: float = 0.05, until: float | None = None, budget_s: float = 0.0) -> None:
+    """Queue one record. While the local queue is full, let deliveries drain, ``wait_s`` at a time; past
+    ``until`` (time.monotonic(), None for no limit) a KafkaFailure: the queue has been full for ``budget_s``."""
+    kwargs: dict[str, Any] = {}
+    if partition is not None:
+        kwargs["partition"] = partition
+    if on_delivery is not None:
+        kwargs["on_delivery"] = on_delivery
+    while True:
+        try:
+            p.produce(topic, value=value, key=key, headers=headers, **kwargs)
+            return
+        except BufferError:
+            if until is not None and time.monotonic() > until:
+                raise KafkaFailure(f"producer queue full for {budget_s:.0f} s", abortable=True, fatal=False,
+                                   retriable=True) from None
+            p.poll(wait_s)
+
+
 def consumer_config(bootstrap: str, group: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     conf: dict[str, Any] = {
         **base_config(bootstrap),
@@ -82,6 +116,14 @@ def consumer_config(bootstrap: str, group: str, extra: dict[str, Any] | None = N
     return conf
 
 
+def reader_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
+    """A consumer that only reads: it commits nothing, and sees a transaction's records only once committed
+    (``read_committed``, unless ``extra`` says otherwise). ``group`` is a name for the broker, never a step's
+    group: readers assign() their partitions, or subscribe in a group of their own."""
+    return base_config(bootstrap, **{"group.id": group, "enable.auto.commit": False,
+                                     "isolation.level": "read_committed", **extra})
+
+
 def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 30.0,
                    settle: float = 45.0) -> Iterator[tuple[bytes | None, bytes | None]]:
     """Every committed (key, value) of one partition, from the beginning to its end once no transaction is
@@ -94,10 +136,10 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 
     10 s check, hence 45 s.
     """
     tp = TopicPartition(topic, partition)
-    conf = {"group.id": "triage.restore", "enable.auto.commit": False, "enable.partition.eof": True}
-    c = Consumer(base_config(bootstrap, **conf, **{"isolation.level": "read_committed"}))
+    conf = reader_config(bootstrap, "triage.restore", **{"enable.partition.eof": True})
+    c = Consumer(conf)
     try:
-        low, high = _settled_end(bootstrap, c, tp, conf, timeout, settle)
+        low, high = _settled_end(c, tp, {**conf, "isolation.level": "read_uncommitted"}, timeout, settle)
         if high <= low:
             return
         c.assign([TopicPartition(topic, partition, low)])
@@ -119,10 +161,11 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout: float = 
         c.close()
 
 
-def _settled_end(bootstrap: str, committed: Consumer, tp: TopicPartition, conf: dict[str, Any], timeout: float,
+def _settled_end(committed: Consumer, tp: TopicPartition, uncommitted_conf: dict[str, Any], timeout: float,
                  settle: float) -> tuple[int, int]:
-    """(low, last stable offset) of ``tp`` once the last stable offset has reached the high watermark."""
-    uncommitted = Consumer(base_config(bootstrap, **conf, **{"isolation.level": "read_uncommitted"}))
+    """(low, last stable offset) of ``tp`` once the last stable offset has reached the high watermark (read by a
+    consumer of ``uncommitted_conf``)."""
+    uncommitted = Consumer(uncommitted_conf)
     try:
         until = time.monotonic() + settle
         while True:

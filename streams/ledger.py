@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from streams import pipelines
 from streams.client import Out
-from streams.kafka_io import KafkaFailure, base_config
+from streams.kafka_io import KafkaFailure, reader_config
 from streams.records import decode_key, message_headers
 
 HUMAN_RESOLUTIONS = "triage.human.resolutions"
@@ -97,9 +97,9 @@ def read_to_end(bootstrap: str, topics: Iterable[str], *, settled: bool = False,
     it to commit or abort. A ledger is read so: after our own fencing, records of ours may lie beyond another
     writer's open transaction, and stopping at the last stable offset would miss them.
     """
-    conf = base_config(bootstrap, **{"group.id": f"triage.ledger.{uuid.uuid4()}", "enable.auto.commit": False,
-                                     "enable.partition.eof": True, "fetch.wait.max.ms": 20})
-    c = Consumer({**conf, "isolation.level": "read_committed"})
+    conf = reader_config(bootstrap, f"triage.ledger.{uuid.uuid4()}", **{"enable.partition.eof": True,
+                                                                        "fetch.wait.max.ms": 20})
+    c = Consumer(conf)
     high = Consumer({**conf, "isolation.level": "read_uncommitted"}) if settled else c
     try:
         md = c.list_topics(timeout=10)

@@ -155,18 +155,18 @@ async def test_a_tick_deletion_does_not_outlive_a_newer_state_of_its_key(lane: L
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
-        await _until(lambda: runner.stats.consumed == 5 and runner.stats.transactions >= 1 and not runner._extra
+        await _until(lambda: runner.stats.consumed == 5 and runner.stats.transactions >= 1 and not runner.order.extra
                      and runner.in_flight == 0, task, "the first ticket joined and committed")
         # Right after a commit, so the next one is 5 s away: the finished entry goes at the next tick.
         monkeypatch.setattr(join_module, "DONE_RETENTION_MS", 0)
-        await _until(lambda: skey not in join._state.get(0, {}) and bool(runner._extra), task,
+        await _until(lambda: skey not in join._state.get(0, {}) and bool(runner.order.extra), task,
                      "the tick's deletion of the finished entry, not yet committed")
         committed = runner.stats.transactions
         lane.ticket(cid, body="a second ticket with this ID, after the first's retention")
         await _until(lambda: runner.stats.consumed == 6, task, "the second ticket admitted")
         # The premise: the new state and the deletion go in one transaction.
-        assert runner.stats.transactions == committed and runner._extra, "the deletion was committed already"
-        await _until(lambda: runner.stats.transactions > committed and runner.in_flight == 0 and not runner._extra,
+        assert runner.stats.transactions == committed and runner.order.extra, "the deletion was committed already"
+        await _until(lambda: runner.stats.transactions > committed and runner.in_flight == 0 and not runner.order.extra,
                      task, "the deletion and the new state committed")
     finally:
         await _stop(task, stop)

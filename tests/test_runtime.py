@@ -193,9 +193,9 @@ async def _until(check: Callable[[], bool], task: asyncio.Task[None], timeout: f
 
 async def _behind_its_back(runner: StepRunner, fn: Callable[[Consumer], Any]) -> None:
     """Do to the runner's consumer, on its own thread, what a wedged client would look like from outside."""
-    consumer = runner._consumer
+    consumer = runner.poller.consumer
     assert consumer is not None
-    await asyncio.get_running_loop().run_in_executor(runner._cpool, fn, consumer)
+    await asyncio.get_running_loop().run_in_executor(runner.kafka.cpool, fn, consumer)
 
 
 async def _ends_stalled(runner: StepRunner, task: asyncio.Task[None], match: str) -> None:
@@ -294,7 +294,7 @@ async def test_a_stuck_commit_ends_a_poll_that_waits_for_it(pipeline: Stack) -> 
     try:
         _produce(pipeline.bootstrap, source, 5, partitions=(0, 1, 2))
         await _until(lambda: runner.stats.transactions >= 1, task)
-        runner._txn_lock.acquire()  # the transaction in flight that never ends
+        runner.txns.lock.acquire()  # the transaction in flight that never ends
         _produce(pipeline.bootstrap, source, 5, partitions=(0, 1, 2))  # a commit that will wait for it
         # A second member: the runner's next poll runs the revocation, which waits for the lock.
         rival = Consumer(consumer_config(pipeline.bootstrap, group_id(runner.step.name)))
@@ -306,8 +306,8 @@ async def test_a_stuck_commit_ends_a_poll_that_waits_for_it(pipeline: Stack) -> 
             await asyncio.wait_for(task, 60)
         assert time.monotonic() - started < 30  # the poll's own deadline is 180 s
     finally:
-        if runner._txn_lock.locked():
-            runner._txn_lock.release()
+        if runner.txns.lock.locked():
+            runner.txns.lock.release()
         rival_done.set()
         stop.set()
         if not task.done():
@@ -317,9 +317,9 @@ async def test_a_stuck_commit_ends_a_poll_that_waits_for_it(pipeline: Stack) -> 
         if rival is not None:
             rival.close()
         # A stuck runner leaves its clients to the process's exit; this process goes on, so close them here.
-        runner._cpool.shutdown(wait=True)
-        if runner._consumer is not None:
-            runner._consumer.close()
+        runner.kafka.cpool.shutdown(wait=True)
+        if runner.poller.consumer is not None:
+            runner.poller.consumer.close()
 
 
 def test_a_restore_waits_for_the_transactions_on_its_changelog_to_end(pipeline: Stack) -> None:

@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from streams import avro, pipelines
 from streams.client import RecordReader, behind, decode_value
-from streams.kafka_io import KafkaFailure, base_config
+from streams.kafka_io import KafkaFailure, reader_config
 from streams.ledger import HUMAN_RESOLUTIONS, ledgers
 from streams.records import decode_key, message_headers
 
@@ -282,10 +282,8 @@ class QueueIndex:
                 self._stop.wait(2)
 
     def _follow(self) -> None:
-        c = self._new_consumer(base_config(self.bootstrap, **{
-            "group.id": f"triage.ui.reader.{uuid.uuid4()}", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.partition.eof": True,
-            "fetch.wait.max.ms": 100}))
+        c = self._new_consumer(reader_config(self.bootstrap, f"triage.ui.reader.{uuid.uuid4()}", **{
+            "auto.offset.reset": "earliest", "enable.partition.eof": True, "fetch.wait.max.ms": 100}))
         assigned: set[tuple[str, int]] = set()
         awaiting_eof: set[tuple[str, int]] = set()
         last = time.monotonic()
