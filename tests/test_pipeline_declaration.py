@@ -6,7 +6,6 @@ import subprocess
 import sys
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -84,7 +83,7 @@ def test_support_is_found_by_name_as_an_entry_point() -> None:
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("nope", "no pipeline 'nope': shipped pipelines are support"),
+    ("nope", "no pipeline 'nope': shipped pipelines are moderation, recommend, support"),
     ("tests.no_such_module:X", "cannot import module 'tests.no_such_module'"),
     ("tests.test_pipeline_declaration:MISSING", "has no attribute 'MISSING'"),
     ("tests.test_pipeline_declaration:NOT_A_PIPELINE", "names a int, not a pipeline"),
@@ -106,9 +105,10 @@ def _triage(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_the_commands_take_a_pipeline() -> None:
     listed = _triage("pipelines", "--json")
     assert listed.returncode == 0, listed.stderr
-    rows: list[dict[str, Any]] = json.loads(listed.stdout)
-    assert {"name": "support", "input": "tickets.in"}.items() <= rows[0].items()
-    assert rows[0]["steps"] == list(STEPS)
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert set(rows) == {"support", "moderation", "recommend"}
+    assert rows["support"]["input"] == "tickets.in" and rows["support"]["steps"] == list(STEPS)
+    assert rows["moderation"]["outcomes"] == ["moderation.published", "moderation.held"]
     steps = _triage("steps", "--pipeline", "tests.test_pipeline_declaration:TWO_STEPS")
     assert steps.returncode == 0 and steps.stdout.split() == ["a", "b"], steps.stderr
     from_env = _triage("steps", env={"TRIAGE_PIPELINE": "tests.test_pipeline_declaration:TWO_STEPS"})
