@@ -81,6 +81,15 @@ def encode(name: str, record: dict[str, Any], registry: Registry | None = None) 
     return buf.getvalue()
 
 
+def _reads_as(data: bytes, schema: Schema) -> bool:
+    body = io.BytesIO(data[_HEADER.size:])
+    try:
+        fastavro.schemaless_reader(body, schema, schema)
+    except Exception:  # noqa: BLE001 - any failure to read means: not this record
+        return False
+    return body.tell() == len(data) - _HEADER.size
+
+
 def _reader_for(reg: Registry, writer_id: int, reader_id: int) -> Schema:
     """The newest schema, except where it made a field a string that an older version spelt as an enum (the
     Classification's classifier, since v3): Avro's resolution has no enum-to-string rule, and an enum's
@@ -115,6 +124,10 @@ def decode(data: bytes | None, expect: str, registry: Registry | None = None) ->
     _, sid = _HEADER.unpack_from(data)
     writer = reg.schema(sid)
     if writer["name"] != expect:
+        # A well-formed record of another type is the wrong schema; bytes that are no record of the schema their
+        # header names are garbage behind a valid-looking header, whatever id it happens to name.
+        if not _reads_as(data, writer):
+            raise MalformedInput(f"body is not a valid record of schema id {sid} ({short_name(writer['name'])})")
         raise SchemaInvalid(f"schema id {sid} is {short_name(writer['name'])}, expected {short_name(expect)}")
     reader = _reader_for(reg, sid, reg.writer_id(expect))
     body = io.BytesIO(data[_HEADER.size:])

@@ -85,3 +85,11 @@ def test_a_new_classifier_needs_no_schema_version() -> None:
     value = avro.encode(avro.CLASSIFICATION, {"correlation_id": "c-2", "tenant_id": "acme",
                                               "classifier": "product_area", "ok": True, "label": "billing"})
     assert avro.decode(value, avro.CLASSIFICATION)["classifier"] == "product_area"
+
+
+def test_garbage_behind_a_known_id_of_another_record_is_malformed() -> None:
+    """The header names a schema this registry knows (here the Classification) but the bytes are no record of
+    it: garbage, whatever id it happens to carry, not a well-formed record of the wrong type."""
+    sid = avro.local_registry().writer_id(avro.CLASSIFICATION)
+    with pytest.raises(MalformedInput):
+        avro.decode(struct.pack(">bI", 0, sid) + b"\x9c\xff\x01\x02\x03garbage\x00\xff", avro.TICKET)

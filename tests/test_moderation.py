@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from streams import pipelines
-from streams.client import Out, read
-from streams.kafka_io import producer_config
+from streams.client import Out
+from tests import pipeline_io
 from tests.harness import SAMPLE, Stack
 
 pytestmark = pytest.mark.kafka
@@ -35,33 +34,11 @@ def moderation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def produce(bootstrap: str, docs: dict[str, Any]) -> None:
-    p = Producer(producer_config(bootstrap, None))
-    for cid, doc in docs.items():
-        value = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-        while True:
-            try:
-                p.produce("moderation.in", value=value, key=cid.encode())
-                break
-            except BufferError:
-                p.poll(0.1)
-    assert p.flush(60) == 0
+    pipeline_io.produce(bootstrap, "moderation", docs)
 
 
 def outcomes(bootstrap: str, cids: set[str], timeout: float = 300) -> dict[str, list[Out]]:
-    topics = pipelines.load("moderation").terminal_topics()
-    pending = set(cids)
-
-    def done(o: Out) -> bool:
-        pending.discard(o.key or "")
-        return not pending
-
-    for _ in read(bootstrap, topics, timeout=timeout, stop=done):
-        pass
-    seen: dict[str, list[Out]] = {}
-    for o in read(bootstrap, topics, timeout=timeout, idle=3.0):
-        if o.key in cids:
-            seen.setdefault(o.key, []).append(o)
-    return seen
+    return pipeline_io.outcomes(bootstrap, "moderation", cids, timeout)
 
 
 def test_every_post_is_published_or_held_once_naming_the_failing_checks(moderation: Stack) -> None:
@@ -93,3 +70,36 @@ def test_every_post_is_published_or_held_once_naming_the_failing_checks(moderati
             assert result["steps"]["image"] is None  # skipped: nothing to check
     counts = Counter(seen[c][0].topic for c in sent)
     assert counts[PUBLISHED] > 10 and counts[HELD] > 10, counts
+
+
+@pytest.mark.timeout(1500)
+def test_moderation_under_kill_9_loses_and_doubles_nothing(moderation: Stack) -> None:
+    """600 posts (the sample ten times over) while a worker of every step is kill -9ed and started again."""
+    from tests.test_graph_chaos import Killer
+    steps = pipelines.load("moderation").step_names
+    run = os.urandom(3).hex()
+    sent = {f"chaos-{run}-{i:04d}": POSTS[i % len(POSTS)] for i in range(10 * len(POSTS))}
+    items = list(sent.items())
+    killer = Killer(moderation, steps, kills=2 * len(steps), every=1.0)
+    produce(moderation.bootstrap, dict(items[: len(items) // 2]))
+    killer.start()
+    produce(moderation.bootstrap, dict(items[len(items) // 2:]))
+    try:
+        seen = outcomes(moderation.bootstrap, set(sent), timeout=900)
+    finally:
+        killer.done.set()
+        killer.join(120)
+    missing = [c for c in sent if c not in seen]
+    doubled = [c for c, outs in seen.items() if len(outs) > 1]
+    wrong = [c for c, outs in seen.items() if outs[0].topic != (PUBLISHED if sent[c]["expected"]["verdict"] ==
+                                                                 "published" else HELD)]
+    last_s = max(o.timestamp_ms for outs in seen.values() for o in outs) / 1000 if seen else 0.0
+    report = {"posts": len(sent), "missing": len(missing), "duplicated": len(doubled), "wrong": len(wrong),
+              "kills": len(killer.kills), "kills_per_step": dict(Counter(killer.kills))}
+    print("moderation chaos:", json.dumps(report))
+    assert not killer.errors, killer.errors
+    assert set(killer.kills) == set(steps), f"every step must be killed at least once: {Counter(killer.kills)}"
+    assert not [s for s, t in killer.kill_times.items() if t >= last_s], "a step was first killed after the end"
+    assert not missing, f"{len(missing)} posts lost: {missing[:5]}"
+    assert not doubled, f"{len(doubled)} posts doubled"
+    assert not wrong, f"{len(wrong)} posts on the wrong topic: {wrong[:5]}"

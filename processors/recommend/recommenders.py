@@ -64,7 +64,8 @@ def session(request: dict[str, Any], deps: dict[str, Any]) -> dict[str, Any]:
         return {"items": [], "confidence": 0.0}
     tags = ITEMS[recent[-1]].tags
     scores: Counter[str] = Counter({i: len(item.tags & tags) for i, item in ITEMS.items()})
-    return _answer(+scores, set(recent), _limit(request), 0.6 if len(recent) >= 2 else 0.4)
+    seen = {*recent, *_ids(request, "history")}  # nothing the user already has
+    return _answer(+scores, seen, _limit(request), 0.6 if len(recent) >= 2 else 0.4)
 
 
 def trending(request: dict[str, Any], deps: dict[str, Any]) -> dict[str, Any]:
