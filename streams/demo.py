@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streams import pipelines, stack
-from streams.client import TicketProducer, decode_value, visible, wait_for_outcomes
+from streams.client import InputProducer, TicketProducer, decode_value, visible, wait_for_outcomes
 from streams.config import Settings
 from streams.services import ServiceError
 
@@ -64,11 +64,17 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
         loaded = stack.load_knowledge_bases(settings)
         console.print("kb         " + ", ".join(f"{t}: {n} docs" for t, n in loaded.items()))
         stack.start_workers(settings, say=console.print)
-        path = settings.data_dir / "tickets.jsonl"
+        pipeline = pipelines.active()
+        tickets = pipeline.extras.get("input") == "ticket"
+        sample = (pipeline.extras.get("deploy") or {}).get("sample") or pipeline.extras.get("sample")
+        if not sample:
+            raise ServiceError(f"the pipeline {pipeline.name!r} declares no sample input for the demo; use "
+                               f"`triage up`, `triage produce FILE` and `triage tail` with --pipeline")
+        path = settings.data_dir / sample
         docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if count is not None:
             docs = docs[:count]
-        producer = TicketProducer(settings.bootstrap)
+        producer = TicketProducer(settings.bootstrap) if tickets else InputProducer(settings.bootstrap)
         expected: dict[str, dict[str, str]] = {}
         try:
             for d in docs:
@@ -77,13 +83,13 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
             producer.flush()
         finally:
             producer.close()  # an open client would print connection errors after the summary, when Kafka stops
-        console.print(f"sent       {len(docs)} tickets from {escape(str(path))}")
+        console.print(f"sent       {len(docs)} {'tickets' if tickets else 'inputs'} from {escape(str(path))}")
         with Progress(TextColumn("waiting for outcomes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:
             task = bar.add_task("outcomes", total=len(expected))
             outcomes = wait_for_outcomes(settings.bootstrap, set(expected), timeout,
                                          progress=lambda n: bar.update(task, completed=n))
-        summary = summarise(outcomes, expected)
+        summary = summarise(outcomes, expected) if tickets else _counts(outcomes)
         summary["missing"] = len(expected) - len(outcomes)
         summary["seconds"] = round(time.monotonic() - started, 1)
         _print(summary, console)
@@ -97,6 +103,12 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
             stack.down(settings, say=console.print)
 
 
+def _counts(outcomes: dict[str, list[Any]]) -> dict[str, Any]:
+    """The summary of a pipeline without tickets: outcomes per terminal topic, and doubles."""
+    return {"tickets": len(outcomes), "duplicates": sum(1 for outs in outcomes.values() if len(outs) > 1),
+            "per_topic": dict(Counter(outs[0].topic for outs in outcomes.values()))}
+
+
 def _print(s: dict[str, Any], console: Console) -> None:
     t = Table(title=f"{s['tickets']} tickets, {s['missing']} missing, {s['duplicates']} duplicated, {s['seconds']}s")
     t.add_column("terminal topic")
@@ -104,6 +116,8 @@ def _print(s: dict[str, Any], console: Console) -> None:
     for topic, n in sorted(s["per_topic"].items()):
         t.add_row(topic, str(n))
     console.print(t)
+    if "accuracy" not in s:
+        return
     console.print("classifier accuracy: " + ", ".join(f"{c} {a:.1%}" for c, a in s["accuracy"].items()))
     console.print(f"model calls per ticket: {s['model_calls_per_ticket']} "
                   f"(every model on every ticket: {s['all_models_calls_per_ticket']}); "

@@ -19,12 +19,17 @@ pytestmark = pytest.mark.kafka
 NOISE = re.compile(r"\|FAIL\||Connection refused")  # librdkafka: a client still open while its broker stops
 
 
-@pytest.mark.timeout(900)
-def test_demo_ends_clean(tmp_path: Path) -> None:
+def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "OPENAI_", "OTEL_"))}
     env.update({"TRIAGE_HOME": str(tmp_path), "TRIAGE_BOOTSTRAP": f"127.0.0.1:{free_port(2)}",
                 "TRIAGE_REDIS_PORT": str(free_port()), "TRIAGE_OFFLINE_PORT": str(free_port()),
                 "TRIAGE_METRICS_BASE_PORT": str(free_port(100)), "TRIAGE_PARTITIONS": "3"})
+    return env
+
+
+@pytest.mark.timeout(900)
+def test_demo_ends_clean(tmp_path: Path) -> None:
+    env = _env(tmp_path)
     try:
         run = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--count", "20"], env=env, cwd=REPO_ROOT,
                              text=True, capture_output=True, timeout=800)
@@ -39,4 +44,23 @@ def test_demo_ends_clean(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "demo-summary.json").read_text())
     assert (summary["tickets"], summary["missing"], summary["duplicates"]) == (20, 0, 0), summary
     assert "stopped    kafka-1" in out, out
+    assert not left, f"the demo left processes running: {left}"
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_runs_another_pipeline(tmp_path: Path) -> None:
+    """`triage demo --pipeline moderation`: its sample posts, each published or held once, then a clean stop."""
+    env = _env(tmp_path)
+    try:
+        run = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--count", "30", "--pipeline", "moderation"],
+                             env=env, cwd=REPO_ROOT, text=True, capture_output=True, timeout=800)
+    finally:
+        left = proc.list_running(tmp_path)
+        if left:
+            subprocess.run([sys.executable, "-m", "streams.cli", "down"], env=env, cwd=REPO_ROOT, timeout=240)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    summary = json.loads((tmp_path / "demo-summary.json").read_text())
+    assert (summary["tickets"], summary["missing"], summary["duplicates"]) == (30, 0, 0), summary
+    assert set(summary["per_topic"]) == {"moderation.published", "moderation.held"}, summary
     assert not left, f"the demo left processes running: {left}"

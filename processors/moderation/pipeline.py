@@ -7,6 +7,7 @@ from streams.graph import Graph
 
 def declare() -> Graph:
     g = Graph("moderation", outcomes=("published", "held"), route=steps.outcome,
+              extras={"sample": "moderation/posts.jsonl"},  # the demo's input, under the data dir
               describe="Content moderation: toxicity, link reputation, image and transcript checks in parallel; "
                        "published only if every check passes, else held naming the failing checks.")
     g.step("toxicity", steps.toxicity, timeout_s=5, retries=2, fallback=steps.cannot_answer)

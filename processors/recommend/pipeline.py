@@ -7,8 +7,9 @@ from streams.graph import Graph
 
 
 def declare() -> Graph:
-    g = Graph("recommend", describe="Recommendations: four recommenders in parallel; the most confident answer "
-                                    "wins; a popularity recommender answers when none is confident enough.")
+    g = Graph("recommend", extras={"sample": "recommend/requests.jsonl"},  # the demo's input, under the data dir
+              describe="Recommendations: four recommenders in parallel; the most confident answer wins; a "
+                       "popularity recommender answers when none is confident enough.")
     for name in r.RECOMMENDERS:
         g.step(name, getattr(r, name), timeout_s=2, retries=1, fallback=r.unavailable)
     g.step("pick", r.pick, depends_on=r.RECOMMENDERS, timeout_s=2)

@@ -45,7 +45,7 @@ def compile_graph(graph: Graph) -> Pipeline:
     return Pipeline(name=name, input=naming.input_topic(name), steps=tuple(specs),
                     outcomes=tuple(outcomes.values()),
                     describe=graph.describe or f"A graph of {len(order)} steps: {', '.join(order)}.",
-                    extras={"graph": graph})
+                    extras={**graph.extras, "graph": graph})
 
 
 def _inputs(pipeline: str, decl: StepDecl) -> tuple[str, ...]:

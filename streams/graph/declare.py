@@ -63,6 +63,8 @@ class Graph:
     ``<name>.results``, the one ``route`` names."""
     route: Task | None = None
     """``route(result) -> outcome``: which of ``outcomes`` a finished input's result goes to."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Passed to the compiled Pipeline's ``extras`` (e.g. ``sample``: the demo's input file under the data dir)."""
 
     def step(self, name: str, task: Task, *, depends_on: Iterable[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S,
              retries: int = 0, condition: Task | None = None, fallback: Task | None = None,
