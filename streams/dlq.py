@@ -118,11 +118,11 @@ class ReplayReport:
 
 
 def is_entry_id(ident: str) -> bool:
-    """Whether ``ident`` is written as a dead letter's id, ``tickets.dlq.<step>/<partition>/<offset>``."""
+    """Whether ``ident`` is written as a dead letter's id, ``<prefix>.dlq.<step>/<partition>/<offset>``."""
     return bool(_ENTRY_ID.fullmatch(ident))
 
 
-_ENTRY_ID = re.compile(r"tickets\.dlq\.[\w.-]+/\d+/\d+")
+_ENTRY_ID = re.compile(r"[\w-]+\.dlq\.[\w.-]+/\d+/\d+")  # <prefix>.dlq.<step>/<partition>/<offset>, any pipeline
 
 
 def replay(bootstrap: str, step: str, *, reason: str | None = None, correlation_id: str | None = None,
@@ -195,9 +195,12 @@ def _send(txn: Txn, d: DeadLetter) -> None:
     headers.update({"attempt": str(d.attempt + 1), "replay.of": d.id, "replay.ts": str(int(time.time() * 1000))})
     if d.correlation_id:
         headers["correlation_id"] = d.correlation_id
-    target = d.source_topic
+    target, value = d.source_topic, d.out.raw
     if not target:
         raise ValueError(f"{d.id} has no dlq.source header; cannot tell where to replay it")
-    txn.produce(target, d.correlation_id or None, d.out.raw, headers)
+    route = pipelines.active().extras.get("replay")  # a pipeline may send a replay elsewhere (a graph: its input)
+    if route is not None:
+        target, value = route(target, value)
+    txn.produce(target, d.correlation_id or None, value, headers)
     txn.produce(pipelines.active().replay_topic, d.id, json.dumps({"to": target, "attempt": d.attempt + 1, "ts": headers["replay.ts"],
                                                "correlation_id": d.correlation_id}).encode())

@@ -94,3 +94,33 @@ def test_dead_letters_carry_what_the_failed_step_consumed(run: tuple[dict, dict]
                 assert "raised" in h["dlq.error"]
         checked.add(kind)
     assert checked == {"boom", "slow", "two-branches", "two-sinks", "not-json", "not-object"}
+
+
+def test_a_replayed_dead_letter_of_a_later_step_runs_the_whole_graph_again(
+        graph_stack: Stack, run: tuple[dict, dict]) -> None:
+    """`triage dlq replay` of keywords' dead letter: what keywords consumed was parse's envelope, but the replay is
+    the original input on gsample.in as attempt 2, so every branch runs again and the input ends once more (here
+    in the same dead letter, since a boom input always raises); replayed into keywords' own input it would meet a
+    join whose other branches never come again, and never end."""
+    from streams import dlq
+    from streams.client import read
+    sent, seen = run
+    cid = next(c for c, outs in seen.items() if sent[c][0] == "boom")
+    entry = seen[cid][0]
+    report = dlq.replay(graph_stack.bootstrap, "keywords", entry_id=f"{entry.topic}/{entry.partition}/{entry.offset}")
+    assert report.replayed == 1, report
+    topics = pipelines.active().terminal_topics()
+    found: list[Any] = []
+
+    def second(o: Any) -> bool:
+        if o.key == cid and o.headers.get("attempt") == "2":
+            found.append(o)
+        return bool(found)
+
+    for _ in read(graph_stack.bootstrap, topics, timeout=120, stop=second):
+        pass
+    assert found, "the replayed input never ended"
+    again = [o for o in read(graph_stack.bootstrap, topics, timeout=60, idle=3.0)
+             if o.key == cid and o.headers.get("attempt") == "2"]
+    assert [(o.topic, o.headers.get("dlq.reason")) for o in again] == [(f"{NAME}.dlq.keywords", "TASK_ERROR")]
+    assert json.loads(again[0].raw)["input"] == sent[cid][1]

@@ -13,6 +13,7 @@ from typing import Any
 from streams.graph import naming
 from streams.graph.checks import CONDITION_ARGS, ROUTE_ARGS, TASK_ARGS
 from streams.graph.declare import Graph, StepDecl
+from streams.graph.envelope import replay_target
 from streams.graph.join_step import Collector, StepJoin
 from streams.graph.refs import arity, resolve
 from streams.graph.task_step import Call, TaskStep
@@ -45,7 +46,8 @@ def compile_graph(graph: Graph) -> Pipeline:
     return Pipeline(name=name, input=naming.input_topic(name), steps=tuple(specs),
                     outcomes=tuple(outcomes.values()),
                     describe=graph.describe or f"A graph of {len(order)} steps: {', '.join(order)}.",
-                    extras={**graph.extras, "graph": graph})
+                    extras={**graph.extras, "graph": graph,
+                            "replay": partial(replay_target, naming.input_topic(name))})
 
 
 def _inputs(pipeline: str, decl: StepDecl) -> tuple[str, ...]:

@@ -111,3 +111,17 @@ def parse_input(raw: bytes | None) -> dict[str, Any]:
     except ValueError as exc:
         raise EncodingError(f"input cannot be carried as JSON: {exc}") from exc
     return doc
+
+
+def replay_target(input_topic: str, source_topic: str, raw: bytes | None) -> tuple[str, bytes | None]:
+    """Where a replayed dead letter goes, and with what: always the graph's input, as a new attempt of the whole
+    graph. A later step's dead letter holds the envelope it consumed, whose ``input`` is the original input;
+    replayed into that step's own topic it would meet joins whose other branches never come again."""
+    if source_topic == input_topic:
+        return input_topic, raw
+    try:
+        doc = json.loads((raw or b"").decode("utf-8"))
+        original = doc["input"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"the dead letter holds no envelope with the input ({exc})") from None
+    return input_topic, json.dumps(original, ensure_ascii=False, separators=(",", ":")).encode()
