@@ -12,11 +12,13 @@ import socket
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from streams import config, stack
+from streams import config, pipelines, stack
 from streams.client import Out, TicketProducer, decode_value, read
 from processors.topology import STEPS, terminal_topics
 
@@ -229,3 +231,21 @@ class Stack:
 
 def value(o: Out) -> Any:
     return decode_value(o.topic, o.raw)
+
+
+@contextmanager
+def running(home: Path, spec: str, **overrides: str) -> Iterator[Stack]:
+    """A stack running every step of the pipeline ``spec``; while it runs this process works on that pipeline
+    too (the topics it creates, the records it reads)."""
+    before = os.environ.get(pipelines.ENV)
+    os.environ[pipelines.ENV] = spec
+    s = Stack.create(home, TRIAGE_PIPELINE=spec, **overrides)
+    try:
+        s.start(workers=pipelines.load(spec).step_names)
+        yield s
+    finally:
+        s.stop()
+        if before is None:
+            os.environ.pop(pipelines.ENV, None)
+        else:
+            os.environ[pipelines.ENV] = before

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from processors.support import CLASSIFIERS, Classifier, declare
-from streams import pipelines
-from tests.harness import Stack, sample_tickets, value
+from tests.harness import Stack, running, sample_tickets, value
 
 SPEC = "tests.test_fifth_classifier:PIPELINE"
 AREAS = ("payments", "devices", "accounts", "other")
@@ -46,15 +45,8 @@ def test_the_declaration_gives_the_fifth_classifier_everything() -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # The test process (topics, the offline model server it starts, the reads) works on the same pipeline.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(pipelines.ENV, SPEC)
-        s = Stack.create(Path(tmp_path_factory.mktemp("fifth")), TRIAGE_PIPELINE=SPEC)
-        try:
-            s.start(workers=PIPELINE.step_names)
-            yield s
-        finally:
-            s.stop()
+    with running(Path(tmp_path_factory.mktemp("fifth")), SPEC) as s:
+        yield s
 
 
 def test_a_fifth_classifier_runs_through_the_join_to_every_outcome(stack: Stack) -> None:

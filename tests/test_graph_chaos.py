@@ -5,7 +5,6 @@ calls for: missing 0, duplicated 0, wrong 0."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 from streams import pipelines
 from tests import graph_run
 from tests.graph_run import SAMPLE_TOML
-from tests.harness import Stack
+from tests.harness import Stack, running
 
 pytestmark = pytest.mark.kafka
 INPUTS = 1000
@@ -25,18 +24,8 @@ INPUTS = 1000
 
 @pytest.fixture(scope="module")
 def chaos_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    before = os.environ.get(pipelines.ENV)
-    os.environ[pipelines.ENV] = str(SAMPLE_TOML)
-    s = Stack.create(tmp_path_factory.mktemp("graph-chaos-home"), TRIAGE_PIPELINE=str(SAMPLE_TOML))
-    try:
-        s.start(workers=pipelines.active().step_names)
+    with running(tmp_path_factory.mktemp("graph-chaos-home"), str(SAMPLE_TOML)) as s:
         yield s
-    finally:
-        s.stop()
-        if before is None:
-            os.environ.pop(pipelines.ENV, None)
-        else:
-            os.environ[pipelines.ENV] = before
 
 
 class Killer(threading.Thread):

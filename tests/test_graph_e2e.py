@@ -5,7 +5,6 @@ with the reason its kind calls for; the records have the documented shape."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterator
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from streams import pipelines
 from tests import graph_run
 from tests.graph_run import NAME, SAMPLE_TOML
-from tests.harness import Stack
+from tests.harness import Stack, running
 
 pytestmark = pytest.mark.kafka
 N = 120
@@ -22,18 +21,8 @@ STEPS = ("parse", "sentiment", "keywords", "lookup", "answer", "audit")
 
 @pytest.fixture(scope="module")
 def graph_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    before = os.environ.get(pipelines.ENV)
-    os.environ[pipelines.ENV] = str(SAMPLE_TOML)  # the topics this process creates are the graph's
-    s = Stack.create(tmp_path_factory.mktemp("graph-home"), TRIAGE_PIPELINE=str(SAMPLE_TOML))
-    try:
-        s.start(workers=pipelines.active().step_names)
+    with running(tmp_path_factory.mktemp("graph-home"), str(SAMPLE_TOML)) as s:
         yield s
-    finally:
-        s.stop()
-        if before is None:
-            os.environ.pop(pipelines.ENV, None)
-        else:
-            os.environ[pipelines.ENV] = before
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from streams import pipelines
 from streams.client import Out
 from tests import pipeline_io
-from tests.harness import SAMPLE, Stack
+from tests.harness import SAMPLE, Stack, running
 
 pytestmark = pytest.mark.kafka
 POSTS = [json.loads(line) for line in (SAMPLE / "moderation" / "posts.jsonl").read_text().splitlines() if line]
@@ -23,14 +23,8 @@ PUBLISHED, HELD = "moderation.published", "moderation.held"
 
 @pytest.fixture(scope="module")
 def moderation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(pipelines.ENV, "moderation")  # the topics this process creates and reads are moderation's
-        s = Stack.create(tmp_path_factory.mktemp("moderation-home"), TRIAGE_PIPELINE="moderation")
-        try:
-            s.start(workers=pipelines.load("moderation").step_names)
-            yield s
-        finally:
-            s.stop()
+    with running(tmp_path_factory.mktemp("moderation-home"), "moderation") as s:
+        yield s
 
 
 def produce(bootstrap: str, docs: dict[str, Any]) -> None:

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from processors.recommend import recommenders as r
-from streams import pipelines
 from tests import pipeline_io
-from tests.harness import SAMPLE, Stack
+from tests.harness import SAMPLE, Stack, running
 
 pytestmark = pytest.mark.kafka
 REQUESTS = [json.loads(line) for line in (SAMPLE / "recommend" / "requests.jsonl").read_text().splitlines() if line]
@@ -21,14 +20,8 @@ REQUESTS = [json.loads(line) for line in (SAMPLE / "recommend" / "requests.jsonl
 
 @pytest.fixture(scope="module")
 def recommend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(pipelines.ENV, "recommend")
-        s = Stack.create(tmp_path_factory.mktemp("recommend-home"), TRIAGE_PIPELINE="recommend")
-        try:
-            s.start(workers=pipelines.load("recommend").step_names)
-            yield s
-        finally:
-            s.stop()
+    with running(tmp_path_factory.mktemp("recommend-home"), "recommend") as s:
+        yield s
 
 
 def test_every_request_is_answered_once_by_the_right_recommender(recommend: Stack) -> None:
