@@ -213,12 +213,16 @@ async def test_a_call_in_flight_at_a_reset_stays_out_of_the_new_log(
         fake: FakeModels, client: openai.AsyncOpenAI) -> None:
     """A slow call whose client gave up ends after the reset that begins the next test: it must not land
     in that test's log (CI once saw test_log_and_stats fail on a stray 'slow:2' entry)."""
-    fake.set("fake-intent", "slow:1")
-    with pytest.raises(openai.APITimeoutError):
-        await ask(client, "fake-intent", timeout=0.2)
+    fake.set("fake-intent", "slow:2")
+    call = asyncio.create_task(ask(client, "fake-intent", timeout=30))
+    deadline = time.monotonic() + 60.0
+    while fake.in_flight() == 0 and time.monotonic() < deadline:  # the server has the call
+        await asyncio.sleep(0.05)
     assert fake.in_flight() == 1
     fake.reset()
-    deadline = time.monotonic() + 30.0
+    call.cancel()  # the client gives up; the server still ends the call after its sleep
+    with pytest.raises(asyncio.CancelledError):
+        await call
     while fake.in_flight() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert fake.in_flight() == 0
