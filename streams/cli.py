@@ -495,7 +495,10 @@ def pipelines_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-re
 def check(spec: str = typer.Argument(..., metavar="PIPELINE",
                                      help="A shipped name, module:attribute, or a path to a .toml file.")) -> None:
     """Load a pipeline declaration and check it without running anything; exit 2 naming every problem."""
-    p = _use(spec)
+    try:
+        p = pipelines.load(spec)  # only loaded, not made the process's: nothing runs
+    except PipelineError as exc:
+        _fail(str(exc), 2)
     _say(f"{p.name}: {len(p.steps)} steps, input {p.input}, outcomes {', '.join(p.outcomes)}; OK")
 
 

@@ -125,6 +125,9 @@ class Settings:
     dead-lettered); 'wait' holds it and retries until the step deadline, catching up when the models return."""
     kafka: Mapping[str, str] = field(default_factory=dict)
     """librdkafka properties for every client (SASL/TLS...), from [kafka] or TRIAGE_KAFKA_*."""
+    pipeline: str = ""
+    """The pipeline these settings were read for (TRIAGE_PIPELINE; empty: support): what the stack creates
+    topics for and starts workers of."""
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs: never with a secret in them.
@@ -424,6 +427,7 @@ def _build(env: _Env) -> Settings:
                         max_calls=_int(env, "TRIAGE_BUDGET_CALLS", 16, 1, 1000),
                         max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000, 100, 100_000_000)),
         response_cache=_flag(env, "TRIAGE_RESPONSE_CACHE"),
+        pipeline=_raw(env, "TRIAGE_PIPELINE") or "",
         kafka=kafka_properties(env),
         model_outage=_choice(env, "TRIAGE_MODEL_OUTAGE", get_args(ModelOutage)),  # type: ignore[arg-type]
     )

@@ -45,7 +45,7 @@ def broker_specs(settings: Settings, brokers: int) -> list[BrokerSpec]:
 
 
 def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
-    configs = topic_configs(pipelines.active(), replication)
+    configs = topic_configs(pipelines.load(settings.pipeline or None), replication)
     return [TopicSpec(name, settings.partitions, replication, config) for name, config in configs.items()]
 
 
@@ -109,14 +109,14 @@ def start_services(settings: Settings, say: Say = lambda _: None, brokers: int |
     else:
         say(f"models     {settings.model_base_url}")
     created = ensure_topics(settings.bootstrap, topic_specs(settings, replication=min(3, size)))
-    say(f"topics     {len(pipelines.active().all_topics())} ready ({len(created)} created)")
+    say(f"topics     {len(pipelines.load(settings.pipeline or None).all_topics())} ready ({len(created)} created)")
 
 
 def start_workers(settings: Settings, steps: tuple[str, ...] | None = None, replicas: int = 1,
                   say: Say = lambda _: None) -> int:
     """Start the supervisor, which keeps ``replicas`` worker processes per step alive. Returns its pid."""
     from streams import supervisor
-    steps = pipelines.active().step_names if steps is None else steps
+    steps = pipelines.load(settings.pipeline or None).step_names if steps is None else steps
     wanted = supervisor.desired_slots(settings.home)
     wanted.update({step: max(wanted.get(step, 0), replicas) for step in steps})
     supervisor.write_slots(settings.home, wanted)

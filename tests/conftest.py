@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
@@ -7,6 +8,18 @@ import pytest
 from tests.fake_openai import FakeModels
 from tests.harness import Stack
 from tests.otlp_receiver import Receiver
+
+
+@pytest.fixture(autouse=True)
+def _pipeline_env() -> Iterator[None]:
+    """Every test leaves TRIAGE_PIPELINE as it found it: a command run in-process (`triage ... --pipeline X`
+    through typer's runner) makes X the process's pipeline, and a later module's stack would take it."""
+    before = os.environ.get("TRIAGE_PIPELINE")
+    yield
+    if before is None:
+        os.environ.pop("TRIAGE_PIPELINE", None)
+    else:
+        os.environ["TRIAGE_PIPELINE"] = before
 
 
 @pytest.fixture(scope="session")

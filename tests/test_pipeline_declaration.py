@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -119,3 +120,25 @@ def test_the_commands_take_a_pipeline() -> None:
     assert bad.returncode == 2 and "no pipeline 'nope'" in bad.stderr
     unknown_step = _triage("worker", "classify-mood")
     assert unknown_step.returncode == 2 and "unknown step(s) classify-mood" in unknown_step.stderr
+
+
+def test_checking_a_pipeline_does_not_make_it_the_process_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`triage check` only loads: run in-process it must not leave TRIAGE_PIPELINE behind (a later stack in the
+    same process then created moderation's topics for support)."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+    monkeypatch.delenv(pipelines.ENV, raising=False)
+    result = CliRunner().invoke(app, ["check", "moderation"])
+    assert result.exit_code == 0, result.output
+    assert pipelines.ENV not in os.environ
+
+
+def test_the_stack_creates_the_topics_of_its_settings_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams import config, stack
+    monkeypatch.setenv(pipelines.ENV, "moderation")  # what this process works on is not what the stack was given
+    support = {t.name for t in stack.topic_specs(config.load({"TRIAGE_HOME": "/nonexistent"}))}
+    assert "tickets.in" in support and "moderation.in" not in support
+    moderation = {t.name for t in stack.topic_specs(config.load({"TRIAGE_HOME": "/nonexistent",
+                                                                 pipelines.ENV: "moderation"}))}
+    assert "moderation.in" in moderation and "tickets.in" not in moderation
