@@ -58,10 +58,14 @@ def _local_bootstrap(settings: Settings) -> bool:
     return host in ("127.0.0.1", "localhost") and "," not in settings.bootstrap
 
 
+def _formatted(home: Path) -> bool:
+    """This home has run a broker: its storage is formatted."""
+    return any((home / "kafka").glob("node-*/data/meta.properties"))
+
+
 def _own_broker(home: Path) -> bool:
-    """This home has run a broker (its storage is formatted) or runs one now."""
-    return any((home / "kafka").glob("node-*/data/meta.properties")) or \
-        any(name.startswith("kafka-") for name in proc.list_running(home))
+    """This home has run a broker or runs one now."""
+    return _formatted(home) or any(name.startswith("kafka-") for name in proc.list_running(home))
 
 
 def _joins_running_cluster(settings: Settings) -> bool:
@@ -99,8 +103,7 @@ def start_services(settings: Settings, say: Say = lambda _: None, brokers: int |
     TRIAGE_REDIS_URL), the offline model server (unless OPENAI_BASE_URL), and every topic. Idempotent."""
     settings.home.mkdir(parents=True, exist_ok=True)
     size = brokers or cluster_size(settings.home)
-    if size != cluster_size(settings.home) and (settings.home / "kafka").exists() and \
-            any((settings.home / "kafka").glob("node-*/data/meta.properties")):
+    if size != cluster_size(settings.home) and _formatted(settings.home):
         raise ServiceError(f"{settings.home} holds a {cluster_size(settings.home)}-node cluster; `triage down` and "
                            f"remove {settings.home / 'kafka'} to start one of {size}")
     if _joins_running_cluster(settings):
@@ -152,9 +155,12 @@ def _check_metrics_ports(settings: Settings, wanted: dict[str, int]) -> None:
     /metrics port exits, and the supervisor would restart it for ever (a second home beside the first)."""
     from streams import supervisor
     ours = workers(settings)
-    taken = [port for step, n in wanted.items() for i in range(n)
-             if f"worker-{step}-{i}" not in ours
-             and proc.port_open("127.0.0.1", port := supervisor.metrics_port(step, i))]
+    taken = []
+    for step, n in wanted.items():
+        for i in range(n):
+            port = supervisor.metrics_port(step, i)
+            if f"worker-{step}-{i}" not in ours and proc.port_open("127.0.0.1", port):
+                taken.append(port)
     if taken:
         raise ServiceError(f"metrics port(s) {', '.join(map(str, taken))} are taken by processes this home did "
                            f"not start (another pipeline's workers?): set TRIAGE_METRICS_BASE_PORT to a free "
