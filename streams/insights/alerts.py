@@ -15,7 +15,8 @@ class AlertPolicy:
     multiple: float = 3.0
     """A window's value above this many times its baseline alerts."""
     baseline_windows: int = 10
-    """How many windows before it the baseline averages (missing ones count as empty for volume)."""
+    """How many windows before it the baseline looks at (it averages those with records: a quiet night is
+    not the baseline of the morning)."""
     min_history: int = 3
     """Windows with records the baseline needs before anything alerts: a new tenant's first traffic is not a
     surge."""
@@ -41,10 +42,7 @@ def check(window: Mapping[str, Any], history: Sequence[Mapping[str, Any] | None]
         return []
     fired = []
     for name in METRICS:
-        if name == "volume":
-            baseline = sum(metric(r, name) if r else 0.0 for r in recent) / len(recent)
-        else:
-            baseline = sum(metric(r, name) for r in seen) / len(seen)
+        baseline = sum(metric(r, name) for r in seen) / len(seen)
         value = metric(window, name)
         if baseline > 0 and value > policy.multiple * baseline:
             fired.append((name, value, baseline))

@@ -12,8 +12,11 @@ record of an aborted transaction never (the consumer reads committed records onl
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -33,6 +36,7 @@ from streams.records import decode_headers
 
 log = logging.getLogger("triage.insights")
 DAY_S = 86_400
+ALERT_HORIZON_MS = 3_600_000
 
 
 class _ReadCommittedThread(faust_kafka.AIOKafkaConsumerThread):
@@ -82,7 +86,7 @@ def app_id(settings: Settings) -> str:
 
 
 def build(settings: Settings, conf: InsightsSettings, topics: Mapping[str, Pipeline],
-          replication: int = 1) -> tuple[faust.App, "Tables"]:
+          replication: int = 1, topics_now: Any = None) -> tuple[faust.App, "Tables"]:
     """The faust app reading ``topics``, and the tables it fills."""
     app = _App(app_id(settings), broker=[f"kafka://{b}" for b in settings.bootstrap.split(",")],
                store="memory://", processing_guarantee="at_least_once", web_enabled=True,
@@ -112,6 +116,17 @@ def build(settings: Settings, conf: InsightsSettings, topics: Mapping[str, Pipel
             log.warning("insights alert", extra={"fields": alert})
             await alerts_topic.send(key=alert["tenant"].encode(), value=json.dumps(alert).encode())
 
+    if topics_now is not None:
+        @app.timer(30.0)
+        async def new_pipelines() -> None:
+            # A pipeline started after this worker: stop, and the supervisor starts it again reading its
+            # topics too (the tables restore from their changelogs).
+            now = set(await asyncio.get_running_loop().run_in_executor(None, topics_now))
+            if not now <= set(topics):
+                log.warning("new terminal topics; restarting to read them",
+                            extra={"fields": {"topics": sorted(now - set(topics))}})
+                os.kill(os.getpid(), signal.SIGTERM)
+
     @app.page("/insights")
     async def page(web: Any, request: Any) -> Any:
         tenant = request.query.get("tenant") or None
@@ -127,6 +142,8 @@ class Tables:
         self._table, self._conf, self._settings = table, conf, settings
         self._pipelines = {p.name: p for p in topics.values()}
         self.alerted: set[tuple[str, str, str, int]] = set()
+        self.checked_ms = 0
+        """When alerts were last looked for: every window closed half a window before it has been judged."""
 
     def by_window(self) -> dict[tuple[str, str], dict[int, windows.Aggregate]]:
         """``{(pipeline, tenant): {window start ms: aggregate}}``."""
@@ -146,7 +163,8 @@ class Tables:
     def snapshot(self, now_s: float, tenant: str | None = None) -> dict[str, Any]:
         """The last hour's windows, and the hour's and day's totals, per pipeline and tenant."""
         now_ms = int(now_s * 1000)
-        out: dict[str, Any] = {"window_s": self._conf.window_s, "now_ms": now_ms, "tenants": []}
+        out: dict[str, Any] = {"window_s": self._conf.window_s, "now_ms": now_ms,
+                               "alerts_checked_ms": self.checked_ms, "tenants": []}
         for (pipeline, t), by_start in sorted(self.by_window().items()):
             if tenant is not None and t != tenant:
                 continue
@@ -164,16 +182,16 @@ class Tables:
         """Alerts of windows closed since the last look (a window is closed half a window after its end)."""
         size_ms = int(self._conf.window_s * 1000)
         now_ms = int(now_s * 1000)
+        policy = self._conf.policy
         fired = []
         for (pipeline, tenant), by_start in self.by_window().items():
-            starts = sorted(by_start)
-            for i, start in enumerate(starts):
-                if start + size_ms + size_ms // 2 > now_ms or start + 4 * size_ms < now_ms:
-                    continue  # open, or too old to be news (a restart re-reading its history)
-                history = [by_start.get(start - k * size_ms) for k in range(self._conf.policy.baseline_windows, 0, -1)]
+            for start in sorted(by_start):
+                if start + size_ms + size_ms // 2 > now_ms or start + size_ms < now_ms - ALERT_HORIZON_MS:
+                    continue  # open, or too old to be news (a first start over a day of history)
+                history = [by_start.get(start - k * size_ms) for k in range(policy.baseline_windows, 0, -1)]
                 window = self.report(pipeline, by_start[start])
                 past = [self.report(pipeline, h) if h else None for h in history]
-                for metric, value, baseline in alerts.check(window, past, self._conf.policy):
+                for metric, value, baseline in alerts.check(window, past, policy):
                     mark = (pipeline, tenant, metric, start)
                     if mark in self.alerted:
                         continue
@@ -181,6 +199,7 @@ class Tables:
                     fired.append({"tenant": tenant, "pipeline": pipeline, "metric": metric,
                                   "window": {"start_ms": start, "end_ms": start + size_ms},
                                   "value": value, "baseline": round(baseline, 6)})
+        self.checked_ms = now_ms
         return fired
 
 
@@ -204,11 +223,15 @@ def run(settings: Settings, conf: InsightsSettings) -> None:
     from streams import stack  # noqa: PLC0415 - the worker's start only
     from streams.kafka_io import base_config  # noqa: PLC0415
     admin = AdminClient(base_config(settings.bootstrap))
-    existing = set(admin.list_topics(timeout=30).topics)
-    topics = terminal_topics(settings, existing)
+
+    def topics_now() -> dict[str, Pipeline]:
+        return terminal_topics(settings, set(admin.list_topics(timeout=30).topics))
+
+    topics = topics_now()
     if not topics:
         raise SystemExit("no terminal topics on the cluster yet: start a pipeline (`triage up`) first")
-    app, tables = build(settings, conf, topics, replication=min(3, stack.cluster_size(settings.home)))
+    app, tables = build(settings, conf, topics, replication=min(3, stack.cluster_size(settings.home)),
+                        topics_now=topics_now)
     tables.alerted |= fired_before(settings)
     log.info("insights reading", extra={"fields": {"topics": sorted(topics), "port": conf.port}})
     faust.Worker(app, loglevel="WARNING", redirect_stdouts=False, override_logging=False).execute_from_commandline()
