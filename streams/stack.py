@@ -142,9 +142,7 @@ def start_workers(settings: Settings, steps: tuple[str, ...] | None = None, repl
     steps = pipelines.load(settings.pipeline or None).step_names if steps is None else steps
     wanted = supervisor.desired_slots(settings.home)
     wanted.update({step: max(wanted.get(step, 0), replicas) for step in steps})
-    insights = _insights_slot(settings, say)
-    if insights is not None:
-        wanted[supervisor.INSIGHTS] = insights
+    wanted[supervisor.INSIGHTS] = _insights_slot(settings, say)
     _check_metrics_ports(settings, {s: n for s, n in wanted.items() if s != supervisor.INSIGHTS})
     supervisor.write_slots(settings.home, wanted)
     pid = proc.read_pid(settings.home, supervisor.NAME)
@@ -164,12 +162,17 @@ def _insights_port() -> int:
     return insights_settings.load().port
 
 
-def _insights_slot(settings: Settings, say: Say) -> int | None:
+def insights_on() -> bool:
+    """Whether `triage up` runs the insights worker (TRIAGE_INSIGHTS, default on)."""
+    return os.environ.get("TRIAGE_INSIGHTS", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def _insights_slot(settings: Settings, say: Say) -> int:
     """1 when this home runs the insights worker; 0 when it is off (TRIAGE_INSIGHTS=off) or another home's
-    already answers on its port (one reads every pipeline's topics, so a second would count the same records
-    again, and could not bind the port); None to leave the slots as they are."""
+    already answers on its port (one reads every pipeline's topics: a second could not bind the port, and
+    would only count the same records again)."""
     from streams import supervisor
-    if os.environ.get("TRIAGE_INSIGHTS", "on").strip().lower() in ("off", "0", "false", "no"):
+    if not insights_on():
         return 0
     port = _insights_port()
     if supervisor.INSIGHTS_NAME not in proc.list_running(settings.home) and proc.port_open("127.0.0.1", port):

@@ -72,14 +72,14 @@ def _direct(s: Stack) -> dict[str, Counter[str]]:
     return dict(out)
 
 
-def _wait(what: str, cond, timeout: float = 240.0, every: float = 1.0):  # noqa: ANN001, ANN202
+def _wait(what: str, cond, timeout: float = 240.0, every: float = 1.0, detail=None):  # noqa: ANN001, ANN202
     deadline = time.monotonic() + timeout
     while True:
         got = cond()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
         time.sleep(every)
 
 
@@ -122,7 +122,8 @@ def test_tables_count_every_terminal_record_once_through_a_kill_9(stack: Stack) 
     try:
         direct = _direct(stack)
         assert _total(direct) == first
-        got = _wait("the tables to count the first batch", lambda: (t := _tables(stack)) == direct and t)
+        got = _wait("the tables to count the first batch", lambda: (t := _tables(stack)) == direct and t,
+                    detail=lambda: f"tables {_tables(stack)}, topics {direct}")
         # an unknown tenant's dead letters carry no tenant (it is not one): they count under "-"
         assert {"acme", "globex", "-"} <= set(got)
         assert got["globex"]["dead_letter"] >= 4 and got["-"]["dead_letter"] == 3
@@ -140,7 +141,8 @@ def test_tables_count_every_terminal_record_once_through_a_kill_9(stack: Stack) 
         assert mid < first + second, f"the kill came after the worker had counted everything ({mid})"
 
         worker = _start_insights(stack)
-        _wait("the restored tables to match the topics", lambda: _tables(stack) == direct, timeout=300)
+        _wait("the restored tables to match the topics", lambda: _tables(stack) == direct, timeout=300,
+              detail=lambda: f"tables {_tables(stack)}, topics {direct}")
         from streams.insights.app import app_id
         from streams import config
         _wait("the worker to commit every terminal partition",

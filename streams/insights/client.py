@@ -55,3 +55,25 @@ def _start(ms: int) -> str:
 
 def _pct(rate: float | None) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def total(doc: dict[str, Any]) -> int:
+    """Terminal records the tables hold over the last day, every pipeline and tenant."""
+    return sum(t["day"]["ends"] for t in doc["tenants"])
+
+
+def wait_until(conf: InsightsSettings, ok: Any, timeout: float, every: float = 0.5) -> dict[str, Any] | None:
+    """The first snapshot for which ``ok(snapshot)`` holds, or None after ``timeout`` seconds (the worker
+    may still be starting: it is asked again)."""
+    import time  # noqa: PLC0415
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            doc = snapshot(conf, timeout=5)
+            if ok(doc):
+                return doc
+        except Unavailable:
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(every)

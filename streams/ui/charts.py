@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-W, H, PAD = 640, 180, 32
+W, H, PAD = 680, 180, 56
 PALETTE = ("#2b6cb0", "#d69e2e", "#c53030", "#2f855a", "#6b46c1", "#718096", "#dd6b20", "#319795")
 
 
@@ -62,9 +62,9 @@ def lines(title: str, ident: str, xs: Sequence[str], series: Mapping[str, Sequen
 
 
 def _axis(top: float, xs: Sequence[str], unit: str = "") -> str:
-    labels = [f'<text x="4" y="{PAD}" font-size="11">{top:g}{escape(unit)}</text>',
+    labels = [f'<text x="4" y="{PAD}" font-size="11">{top:.4g}{escape(unit)}</text>',
               f'<text x="4" y="{H - PAD}" font-size="11">0</text>']
     if xs:
         labels.append(f'<text x="{PAD}" y="{H - PAD + 14}" font-size="11">{escape(xs[0])}</text>')
-        labels.append(f'<text x="{W - 60}" y="{H - PAD + 14}" font-size="11">{escape(xs[-1])}</text>')
+        labels.append(f'<text x="{W - 40}" y="{H - PAD + 14}" font-size="11">{escape(xs[-1])}</text>')
     return "".join(labels)

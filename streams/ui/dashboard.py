@@ -27,13 +27,29 @@ def page(tenant: str, csrf: str, doc: dict[str, Any] | None, error: str | None =
     if not mine:
         parts.append('<p id="no-insights">No finished records for this tenant in the last day.</p>')
     for t in mine:
-        parts.append(_pipeline(t))
+        parts.append(_pipeline(t, _slots(doc)))
     return views.page("Insights", "".join(parts), tenant=tenant, csrf=csrf)
 
 
-def _pipeline(t: dict[str, Any]) -> str:
-    ws = t["windows"]
-    xs = [_hm(w["start_ms"]) for w in ws]
+SLOTS = 60
+
+
+def _slots(doc: dict[str, Any]) -> list[int]:
+    """The starts of the last 60 windows up to now: the x axis is time, with empty windows shown empty."""
+    size = int(doc["window_s"] * 1000)
+    current = doc["now_ms"] // size * size
+    return [current - k * size for k in range(SLOTS - 1, -1, -1)]
+
+
+def _empty_window() -> dict[str, Any]:
+    return {"outcomes": {}, "latency_ms": {"p50": None, "p95": None, "p99": None}, "cost_usd": None,
+            "fallback_rate": None, "contradiction_rate": None}
+
+
+def _pipeline(t: dict[str, Any], slots: list[int]) -> str:
+    by_start = {w["start_ms"]: w for w in t["windows"]}
+    ws = [by_start.get(s) or _empty_window() for s in slots]
+    xs = [_hm(s) for s in slots]
     hour, day = t["hour"], t["day"]
     outcomes = sorted({o for w in ws for o in w["outcomes"]})
     tiles = [("finished (hour)", str(hour["ends"])), ("finished (day)", str(day["ends"])),
