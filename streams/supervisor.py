@@ -95,7 +95,7 @@ def run(settings: Settings, poll_s: float = 0.5) -> None:
         keep = {Slot(step, i).name for step, n in wanted.items() for i in range(n)}
         for step, n in wanted.items():
             for i in range(n):
-                slots.setdefault(f"worker-{step}-{i}", Slot(step, i))
+                slots.setdefault(Slot(step, i).name, Slot(step, i))
         for name in [n for n in slots if n not in keep]:
             proc.stop(settings.home, name, timeout=20)
             del slots[name]

@@ -186,6 +186,10 @@ def test_a_surge_raises_one_alert_and_steady_traffic_none(stack: Stack) -> None:
         assert mine == [("surging", "volume", first + 8 * size)], alerts
         a = next(a for a in alerts if a["tenant"] == "surging")
         assert a["pipeline"] == "support" and a["value"] == 60 and a["baseline"] == 6.0
+        tail = subprocess.run([sys.executable, "-m", "streams.cli", "tail", ALERTS_TOPIC, "--json", "--timeout", "20"],
+                              env=stack.worker_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        shown = [json.loads(line)["value"] for line in tail.stdout.splitlines() if line.startswith("{")]
+        assert a in shown, tail.stdout + tail.stderr
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(60)
