@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
-from processors import human, prompts
+from processors import human, insights, prompts
 from processors.offline.classify import classify as offline_classify
 from processors.classify import Classify
 from processors.generate import Generate
@@ -126,7 +126,7 @@ def declare(classifiers: tuple[Classifier, ...] = CLASSIFIERS) -> Pipeline:
                  "quality gate.",
         models=models,
         extras={"input": "ticket", "classifiers": names, "escalations": ESCALATIONS, "responses": RESPONSES,
-                "human": human, "summary": _summary, "deploy": _deploy(models),
+                "human": human, "summary": _summary, "deploy": _deploy(models), "insights": insights.HOOKS,
                 "offline_models": {c.offline_model: c.offline for c in classifiers}},
     )
 

@@ -367,6 +367,36 @@ def drift_reset(classifiers: Optional[list[str]] = typer.Argument(None, help="Cl
 
 
 @app.command()
+def insights(tenant: Optional[str] = typer.Option(None, "--tenant", help="Only this tenant."),
+             as_json: bool = typer.Option(False, "--json", help="The whole snapshot as JSON."),
+             pipeline: Optional[str] = _pipeline_option()) -> None:
+    """The insights tables now: per pipeline and tenant, the last hour's windows and the hour's and day's
+    totals (outcomes, latency percentiles, cost, fallback, gate and contradiction rates)."""
+    from streams.insights import client, settings as insights_settings
+    _use(pipeline)
+    try:
+        doc = client.snapshot(insights_settings.load(), tenant)
+    except client.Unavailable as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json_text(doc, indent=2))
+    else:
+        client.render(doc, out)
+
+
+@app.command("insights-worker")
+def insights_worker(log_level: str = typer.Option("WARNING", help="Log level."),
+                    pipeline: Optional[str] = _pipeline_option()) -> None:
+    """Run the insights worker (a faust-streaming app over every pipeline's terminal topics) in the
+    foreground; `triage up` runs it under the supervisor."""
+    from streams.context import configure_logging
+    from streams.insights import app as insights_app, settings as insights_settings
+    _use(pipeline)
+    configure_logging(log_level)
+    insights_app.run(_settings(), insights_settings.load())
+
+
+@app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
            pipeline: Optional[str] = _pipeline_option()) -> None:
     """Processes, consumer lag per step and depth of every terminal topic."""

@@ -28,7 +28,10 @@ DriftAction = Literal["fallback", "human"]
 # Read outside load() (the worker, the supervisor, the metrics server, the queue page), still checked here.
 READ_ELSEWHERE = ("TRIAGE_PIPELINE", "TRIAGE_INSTANCE", "TRIAGE_METRICS_PORT", "TRIAGE_METRICS_BASE_PORT",
                   "TRIAGE_METRICS_HOST",
-                  "TRIAGE_UI_TOKENS", "TRIAGE_UI_TOKENS_FILE")
+                  "TRIAGE_UI_TOKENS", "TRIAGE_UI_TOKENS_FILE",
+                  # the insights worker's (streams.insights.settings)
+                  "TRIAGE_INSIGHTS", "TRIAGE_INSIGHTS_PORT", "TRIAGE_INSIGHTS_WINDOW_S", "TRIAGE_PRICES", "TRIAGE_ALERT_MULTIPLE",
+                  "TRIAGE_ALERT_BASELINE_WINDOWS", "TRIAGE_ALERT_MIN_HISTORY", "TRIAGE_ALERT_MIN_ENDS")
 
 
 def redact(props: Mapping[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ import hashlib
 import time
 import uuid
 
-from streams.records import Record
+from streams.records import ENTERED_HEADER, Record
 
 DLQ_HEADERS = ("dlq.reason", "dlq.error", "dlq.step", "dlq.source", "dlq.attempts", "dlq.ts")
 MAX_ERROR_CHARS = 2000
@@ -36,6 +36,7 @@ def dead_letter_headers(record: Record, step: str, reason: str, error: str, atte
     if dropped:
         headers["dlq.dropped_headers"] = ",".join(k[:64] for k in dropped)[:MAX_HEADER_CHARS]
     headers["attempt"] = str(record.attempt)
+    headers.setdefault(ENTERED_HEADER, str(record.timestamp_ms))
     if record.correlation_id:
         headers.setdefault("correlation_id", record.correlation_id)
     headers.update({

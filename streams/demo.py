@@ -14,6 +14,7 @@ from rich.table import Table
 from streams import pipelines, stack
 from streams.client import InputProducer, TicketProducer, decode_value, visible, wait_for_outcomes
 from streams.config import Settings
+from streams.insights import client as insights_client, settings as insights_settings
 from streams.services import ServiceError
 
 # What running every model on every ticket would cost: 4 classifiers, writer, stronger writer, judge twice.
@@ -59,6 +60,7 @@ def summarise(outcomes: dict[str, list[Any]], expected: dict[str, dict[str, str]
 
 def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: bool, console: Console) -> int:
     started = time.monotonic()
+    insights_conf = insights_settings.load()
     try:
         stack.start_services(settings, say=console.print)
         loaded = stack.load_knowledge_bases(settings)
@@ -74,6 +76,8 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
         docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if count is not None:
             docs = docs[:count]
+        # What the insights tables held before: the demo quotes them once they have counted this run too.
+        before = insights_client.wait_until(insights_conf, lambda d: True, 120) if stack.insights_on() else None
         producer = TicketProducer(settings.bootstrap) if tickets else InputProducer(settings.bootstrap)
         expected: dict[str, dict[str, str]] = {}
         try:
@@ -92,6 +96,7 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
         summary = summarise(outcomes, expected) if tickets else _counts(outcomes)
         summary["missing"] = len(expected) - len(outcomes)
         summary["seconds"] = round(time.monotonic() - started, 1)
+        summary["insights"] = _insights(insights_conf, before, sum(len(o) for o in outcomes.values()), pipeline.name)
         _print(summary, console)
         (settings.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0 if summary["missing"] == 0 and summary["duplicates"] == 0 else 1
@@ -101,6 +106,18 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
     finally:
         if not keep:
             stack.down(settings, say=console.print)
+
+
+def _insights(conf: Any, before: dict[str, Any] | None, ends: int, pipeline: str) -> dict[str, Any] | None:
+    """The insights tables' figures per tenant of this pipeline (the last hour), once they count this run's
+    ``ends`` terminal records; None if the insights worker is off or never caught up."""
+    if before is None:
+        return None
+    want = insights_client.total(before) + ends
+    doc = insights_client.wait_until(conf, lambda d: insights_client.total(d) >= want, 120)
+    if doc is None:
+        return None
+    return {t["tenant"]: t["hour"] for t in doc["tenants"] if t["pipeline"] == pipeline}
 
 
 def _counts(outcomes: dict[str, list[Any]]) -> dict[str, Any]:
@@ -117,11 +134,34 @@ def _print(s: dict[str, Any], console: Console) -> None:
         t.add_row(topic, str(n))
     console.print(t)
     if "accuracy" not in s:
+        _print_insights(s.get("insights"), console)
         return
     console.print("classifier accuracy: " + ", ".join(f"{c} {a:.1%}" for c, a in s["accuracy"].items()))
     console.print(f"model calls per ticket: {s['model_calls_per_ticket']} "
                   f"(every model on every ticket: {s['all_models_calls_per_ticket']}); "
                   f"tokens per ticket: {s['tokens_per_ticket']}")
+    _print_insights(s.get("insights"), console)
     for r in s["sample_replies"]:
         console.print(f"[bold]{escape(visible(r['tenant']))}[/bold] · {escape(visible(r['subject']))}\n  "
                       f"{escape(visible(r['reply']))}")
+
+
+def _print_insights(figures: dict[str, Any] | None, console: Console) -> None:
+    if figures is None:
+        console.print("insights: the insights worker did not count this run (off, or still starting)")
+        return
+    t = Table(title="from the insights tables (last hour)")
+    for col in ("tenant", "finished", "escalated", "dead letters", "p50 / p95 ms", "cost / ticket $",
+                "saved vs every model", "fallback", "gate pass", "contradictions"):
+        t.add_column(col, justify="right" if col != "tenant" else "left")
+
+    def pct(r: float | None) -> str:
+        return "-" if r is None else f"{100 * r:.1f}%"
+
+    for tenant, h in sorted(figures.items()):
+        lat = h["latency_ms"]
+        t.add_row(escape(visible(tenant)), str(h["ends"]), pct(h["escalation_rate"]), pct(h["dead_letter_rate"]),
+                  f"{lat['p50'] or '-'} / {lat['p95'] or '-'}", f"{h['cost_per_end_usd']:.5f}",
+                  pct(h["saving_vs_every_model"]), pct(h["fallback_rate"]), pct(h["gate_pass_rate"]),
+                  pct(h["contradiction_rate"]))
+    console.print(t)

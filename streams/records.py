@@ -8,7 +8,10 @@ from typing import Any, Mapping
 log = logging.getLogger("triage.records")
 
 # Headers every record carries from the first step to its terminal topic.
-CARRIED_HEADERS = ("correlation_id", "tenant_id", "attempt", "traceparent", "hops")
+CARRIED_HEADERS = ("correlation_id", "tenant_id", "attempt", "traceparent", "hops", "entered_ms")
+ENTERED_HEADER = "entered_ms"
+"""When the record first entered the pipeline: the input's timestamp, stamped by the first step's outputs and
+carried to the end (a replay keeps it: the end-to-end time of a ticket includes its time in the human queue)."""
 
 
 @dataclass(frozen=True)

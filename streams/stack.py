@@ -5,6 +5,7 @@ Everything runs on loopback with state under ``settings.home``; `triage up` / `t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 import time
@@ -45,8 +46,10 @@ def broker_specs(settings: Settings, brokers: int) -> list[BrokerSpec]:
 
 
 def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
+    from streams.insights.alerts import ALERTS_TOPIC
     configs = topic_configs(pipelines.load(settings.pipeline or None), replication)
-    return [TopicSpec(name, settings.partitions, replication, config) for name, config in configs.items()]
+    return [*(TopicSpec(name, settings.partitions, replication, config) for name, config in configs.items()),
+            TopicSpec(ALERTS_TOPIC, 1, replication, {})]
 
 
 def _port(bootstrap: str) -> int:
@@ -139,15 +142,43 @@ def start_workers(settings: Settings, steps: tuple[str, ...] | None = None, repl
     steps = pipelines.load(settings.pipeline or None).step_names if steps is None else steps
     wanted = supervisor.desired_slots(settings.home)
     wanted.update({step: max(wanted.get(step, 0), replicas) for step in steps})
-    _check_metrics_ports(settings, wanted)
+    wanted[supervisor.INSIGHTS] = _insights_slot(settings, say)
+    _check_metrics_ports(settings, {s: n for s, n in wanted.items() if s != supervisor.INSIGHTS})
     supervisor.write_slots(settings.home, wanted)
     pid = proc.read_pid(settings.home, supervisor.NAME)
     if pid is None or not proc.is_alive(pid):
         pid = proc.spawn(supervisor.NAME, [sys.executable, "-m", "streams.cli", "supervise"], settings.home,
                          env={"TRIAGE_HOME": str(settings.home)}, cwd=REPO_ROOT)
     proc.wait_until(lambda: all(_worker_up(settings, s) for s in steps), 30, what="the workers to start")
-    say(f"workers    {sum(wanted.values())} under the supervisor: {', '.join(steps)}")
+    say(f"workers    {sum(n for s, n in wanted.items() if s != supervisor.INSIGHTS)} under the supervisor: "
+        f"{', '.join(steps)}")
+    if wanted.get(supervisor.INSIGHTS):
+        say(f"insights   under the supervisor, on http://127.0.0.1:{_insights_port()}/insights (`triage insights`)")
     return pid
+
+
+def _insights_port() -> int:
+    from streams.insights import settings as insights_settings
+    return insights_settings.load().port
+
+
+def insights_on() -> bool:
+    """Whether `triage up` runs the insights worker (TRIAGE_INSIGHTS, default on)."""
+    return os.environ.get("TRIAGE_INSIGHTS", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def _insights_slot(settings: Settings, say: Say) -> int:
+    """1 when this home runs the insights worker; 0 when it is off (TRIAGE_INSIGHTS=off) or another home's
+    already answers on its port (one reads every pipeline's topics: a second could not bind the port, and
+    would only count the same records again)."""
+    from streams import supervisor
+    if not insights_on():
+        return 0
+    port = _insights_port()
+    if supervisor.INSIGHTS_NAME not in proc.list_running(settings.home) and proc.port_open("127.0.0.1", port):
+        say(f"insights   already served on 127.0.0.1:{port} by another home: shared")
+        return 0
+    return 1
 
 
 def _check_metrics_ports(settings: Settings, wanted: dict[str, int]) -> None:
@@ -183,7 +214,7 @@ def down(settings: Settings, say: Say = lambda _: None) -> list[str]:
     if proc.stop(settings.home, supervisor.NAME, timeout=60):
         stopped.append(supervisor.NAME)
     supervisor.write_slots(settings.home, {})
-    for name in sorted(workers(settings)):
+    for name in [*sorted(workers(settings)), supervisor.INSIGHTS_NAME]:
         if proc.stop(settings.home, name, timeout=20):
             stopped.append(name)
     if proc.stop(settings.home, OFFLINE):

@@ -21,6 +21,9 @@ from streams import pipelines
 
 log = logging.getLogger("triage.supervisor")
 NAME = "supervisor"
+INSIGHTS = "@insights"
+"""The slot of the insights worker (not a step: no pipeline step can be called so)."""
+INSIGHTS_NAME = "insights"
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Slot:
 
     @property
     def name(self) -> str:
-        return f"worker-{self.step}-{self.index}"
+        return INSIGHTS_NAME if self.step == INSIGHTS else f"worker-{self.step}-{self.index}"
 
 
 def slots_file(home: Path) -> Path:
@@ -67,6 +70,9 @@ def _metrics_base() -> int:
 
 
 def spawn_worker(settings: Settings, step: str, index: int) -> int:
+    if step == INSIGHTS:
+        return proc.spawn(INSIGHTS_NAME, [sys.executable, "-m", "streams.cli", "insights-worker"], settings.home,
+                          env={"TRIAGE_HOME": str(settings.home)}, cwd=REPO_ROOT)
     return proc.spawn(f"worker-{step}-{index}",
                       [sys.executable, "-m", "streams.cli", "worker", step, "--instance", f"{step}-{index}",
                        "--metrics-port", str(metrics_port(step, index))],
@@ -86,10 +92,10 @@ def run(settings: Settings, poll_s: float = 0.5) -> None:
     slots: dict[str, Slot] = {}
     while not stopping:
         wanted = desired_slots(settings.home)
-        keep = {f"worker-{step}-{i}" for step, n in wanted.items() for i in range(n)}
+        keep = {Slot(step, i).name for step, n in wanted.items() for i in range(n)}
         for step, n in wanted.items():
             for i in range(n):
-                slots.setdefault(f"worker-{step}-{i}", Slot(step, i))
+                slots.setdefault(Slot(step, i).name, Slot(step, i))
         for name in [n for n in slots if n not in keep]:
             proc.stop(settings.home, name, timeout=20)
             del slots[name]

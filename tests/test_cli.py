@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from streams.cli import app
 from processors.topology import STEPS
 
-COMMANDS = [[], ["up"], ["supervise"], ["scale"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["status"], ["kb"],
+COMMANDS = [[], ["up"], ["supervise"], ["scale"], ["down"], ["steps"], ["worker"], ["produce"], ["tail"], ["demo"], ["insights"], ["insights-worker"], ["status"], ["kb"],
             ["kb", "load"], ["dlq"], ["dlq", "list"],
             ["dlq", "show"], ["dlq", "replay"], ["drift"], ["drift", "reset"], ["trace"], ["ui"]]
 

@@ -23,7 +23,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "OPENAI_", "OTEL_"))}
     env.update({"TRIAGE_HOME": str(tmp_path), "TRIAGE_BOOTSTRAP": f"127.0.0.1:{free_port(2)}",
                 "TRIAGE_REDIS_PORT": str(free_port()), "TRIAGE_OFFLINE_PORT": str(free_port()),
-                "TRIAGE_METRICS_BASE_PORT": str(free_port(100)), "TRIAGE_PARTITIONS": "3"})
+                "TRIAGE_METRICS_BASE_PORT": str(free_port(100)), "TRIAGE_PARTITIONS": "3",
+                "TRIAGE_INSIGHTS_PORT": str(free_port())})
     return env
 
 
@@ -43,6 +44,9 @@ def test_demo_ends_clean(tmp_path: Path) -> None:
     assert run.returncode == 0, out
     summary = json.loads((tmp_path / "demo-summary.json").read_text())
     assert (summary["tickets"], summary["missing"], summary["duplicates"]) == (20, 0, 0), summary
+    # the summary quotes the insights tables, which counted this run's 20 ends
+    assert summary["insights"] and sum(h["ends"] for h in summary["insights"].values()) == 20, summary
+    assert "from the insights tables" in out, out
     assert "stopped    kafka-1" in out, out
     assert not left, f"the demo left processes running: {left}"
 

@@ -15,7 +15,7 @@ from streams.config import Settings
 from streams.dead_letter import MAX_VALUE_BYTES, dead_letter_headers, dead_letter_id, fit_value
 from streams.errors import TriageError
 from streams.kafka_io import encode_headers
-from streams.records import CARRIED_HEADERS, Emit, Record
+from streams.records import CARRIED_HEADERS, ENTERED_HEADER, Emit, Record
 from streams.runtime.ordering import Output
 from streams.runtime.state import STATE_OVERHEAD_BYTES
 from streams.runtime.stats import Stats
@@ -43,6 +43,7 @@ class Outputs:
             if record is not None:
                 headers.update({k: record.headers[k] for k in CARRIED_HEADERS if k in record.headers})
                 headers.setdefault("attempt", str(record.attempt))
+                headers.setdefault(ENTERED_HEADER, str(record.timestamp_ms))
                 # Which record this output was made from: the join tells a ticket's classifications from those
                 # of another ticket that came with the same ID by the tickets.valid record they classified.
                 headers["source"] = f"{record.topic}/{record.partition}/{record.offset}"

@@ -29,6 +29,7 @@ from streams.kafka_io import KafkaFailure
 from streams.ui.auth import COOKIE, LOGIN_COOKIE, LOGIN_FORM_TTL_S, Auth, FailureLimiter, Session
 from streams.ui.queue import (DEAD_LETTER, ESCALATION, MAX_ANSWER_CHARS, Gone, NotAnswerable, QueueError, QueueIndex,
                               check_answerable, ensure_resolutions_topic)
+from streams.insights.settings import InsightsSettings, load as load_insights
 from streams.ui.resolve import Resolver
 
 log = logging.getLogger("triage.ui")
@@ -38,6 +39,7 @@ INDEX = web.AppKey("index", QueueIndex)
 RESOLVER = web.AppKey("resolver", Resolver)
 SETTINGS = web.AppKey("settings", Settings)
 LIMITER = web.AppKey("limiter", FailureLimiter)
+INSIGHTS = web.AppKey("insights", InsightsSettings)
 # Request storage keys (typed keys where this aiohttp has them: 3.12+).
 _RequestKey = getattr(web, "RequestKey", None)
 TENANT: Any = _RequestKey("tenant", str) if _RequestKey else "tenant"
@@ -378,6 +380,43 @@ async def replay_form(request: web.Request) -> web.StreamResponse:
 
 
 # ---- JSON API ----------------------------------------------------------------------------------------------
+def _insights_for(request: web.Request) -> tuple[str, str | None]:
+    """The tenant whose figures are asked for, and a refusal if it is not the agent's own."""
+    tenant = _tenant(request)
+    asked = request.query.get("tenant") or tenant
+    return tenant, (None if asked == tenant else f"You see only {tenant}'s figures, not {asked}'s.")
+
+
+async def _insights_doc(request: web.Request, tenant: str) -> dict[str, Any]:
+    from streams.insights import client
+    return await _in_thread(client.snapshot, request.app[INSIGHTS], tenant)
+
+
+async def insights_page(request: web.Request) -> web.Response:
+    from streams.insights.client import Unavailable
+    from streams.ui import dashboard
+    tenant, refused = _insights_for(request)
+    if refused:
+        return _html(views.error_page(403, refused, tenant=tenant, csrf=_csrf(request)), 403)
+    try:
+        doc = await _insights_doc(request, tenant)
+    except Unavailable as exc:
+        return _html(dashboard.page(tenant, _csrf(request), None, str(exc)), 503)
+    return _html(dashboard.page(tenant, _csrf(request), doc))
+
+
+async def api_insights(request: web.Request) -> web.Response:
+    from streams.insights.client import Unavailable
+    tenant, refused = _insights_for(request)
+    if refused:
+        return web.json_response({"error": "forbidden", "detail": refused}, status=403)
+    try:
+        doc = await _insights_doc(request, tenant)
+    except Unavailable as exc:
+        return web.json_response({"error": "unavailable", "detail": str(exc)}, status=503)
+    return web.json_response(doc, dumps=_dumps)
+
+
 async def api_queue(request: web.Request) -> web.Response:
     tenant = _tenant(request)
     ready = await _ready(request)
@@ -462,6 +501,7 @@ def make_app(settings: Settings, tokens: Mapping[str, str], *, index: QueueIndex
     app[AUTH] = Auth(tokens)
     app[LIMITER] = limiter or FailureLimiter()
     app[SETTINGS] = settings
+    app[INSIGHTS] = load_insights()  # where the insights worker serves its tables
     own_index = index is None
     app[INDEX] = index or QueueIndex(settings.bootstrap)
     app[RESOLVER] = Resolver(settings.bootstrap, app[INDEX])
@@ -485,6 +525,7 @@ def make_app(settings: Settings, tokens: Mapping[str, str], *, index: QueueIndex
         web.get("/login", login_form), web.post("/login", login), web.post("/logout", logout),
         web.get("/", queue_page), web.get(t, ticket_page), web.post(t + "/answer", answer_form),
         web.post(t + "/replay", replay_form),
+        web.get("/insights", insights_page), web.get("/api/insights", api_insights),
         web.get("/api/queue", api_queue), web.get("/api" + t, api_ticket),
         web.post("/api" + t + "/answer", api_answer), web.post("/api" + t + "/replay", api_replay),
     ])

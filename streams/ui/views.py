@@ -60,6 +60,9 @@ ol.trail li { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 .login { max-width:380px; margin:5rem auto; }
 .login input { width:100%; margin:.4rem 0 .8rem; }
 details summary { cursor:pointer; color:var(--accent); }
+.tiles { display:flex; flex-wrap:wrap; gap:.6rem; margin:.6rem 0 1rem; }
+.tile { border:1px solid #e2e8f0; border-radius:6px; padding:.4rem .7rem; min-width:8rem; }
+.chart { margin:1rem 0; } .chart figcaption { font-weight:600; margin-bottom:.3rem; }
 """
 
 
@@ -74,15 +77,17 @@ def ticket_url(e: Entry) -> str:
 
 
 def page(title: str, body: str, *, tenant: str | None = None, csrf: str | None = None) -> str:
-    who = ""
+    who = nav = ""
     if tenant:
+        nav = '<a id="nav-insights" href="/insights">insights</a>'
+
         who = (f'<span class="who">tenant <b>{escape(tenant)}</b></span>'
                f'<form method="post" action="/logout"><input type="hidden" name="csrf" value="{escape(csrf or "")}">'
                f'<button type="submit">Log out</button></form>')
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>{escape(title)} · triage</title>'
             f'<link rel="stylesheet" href="/ui.css"></head><body><header><span class="brand"><a href="/">triage · '
-            f'human queue</a></span>{who}</header><main>{body}</main></body></html>')
+            f'human queue</a></span>{nav}{who}</header><main>{body}</main></body></html>')
 
 
 def login_page(csrf: str, error: str | None = None) -> str:
