@@ -190,8 +190,16 @@ class Stack:
         return doc
 
     # ---- traffic ---------------------------------------------------------------------------------------
+    @property
+    def registry(self) -> Any:
+        """The Schema Registry this stack's workers use (a RemoteRegistry), or None: the local id table."""
+        if self.settings.registry_url and getattr(self, "_registry", None) is None:
+            from streams.schema_registry import for_settings
+            self._registry = for_settings(self.settings)
+        return getattr(self, "_registry", None)
+
     def produce(self, docs: Iterable[dict[str, Any]], *, as_json: bool = False, prefix: str = "") -> dict[str, dict[str, Any]]:
-        p = TicketProducer(self.bootstrap, as_json=as_json)
+        p = TicketProducer(self.bootstrap, as_json=as_json, registry=self.registry)
         sent = {}
         for i, d in enumerate(docs):
             cid = f"{prefix}{i:06d}-{os.urandom(4).hex()}"
