@@ -161,7 +161,7 @@ class Settings:
         if self.schema_registry_url:
             return self.schema_registry_url
         if self.schema_registry == "embedded":
-            return f"http://127.0.0.1:{self.schema_registry_port}/apis/ccompat/v7"
+            return f"http://127.0.0.1:{self.schema_registry_port}/apis/ccompat/v6"
         return None
 
     @property

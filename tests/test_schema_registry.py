@@ -37,7 +37,7 @@ def test_settings_name_the_registry() -> None:
     from streams import config
     assert config.load({}).registry_url is None
     embedded = config.load({"TRIAGE_SCHEMA_REGISTRY": "embedded", "TRIAGE_SCHEMA_REGISTRY_PORT": "9801"})
-    assert embedded.registry_url == "http://127.0.0.1:9801/apis/ccompat/v7" and embedded.manage_schema_registry
+    assert embedded.registry_url == "http://127.0.0.1:9801/apis/ccompat/v6" and embedded.manage_schema_registry
     external = config.load({"TRIAGE_SCHEMA_REGISTRY": "embedded", "TRIAGE_SCHEMA_REGISTRY_URL": "https://sr.example:8081/",
                             "TRIAGE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "user:pw",
                             "TRIAGE_SCHEMA_REGISTRY_SSL_CA_LOCATION": "/etc/ca.pem"})

@@ -1,11 +1,13 @@
-"""The embedded Schema Registry: Apicurio Registry 3, built from Maven Central by ``deploy/registry/pom.xml``.
+"""The embedded Schema Registry: Apicurio Registry 2.1.5.Final, built from Maven Central by ``deploy/registry/pom.xml``.
 
 No Docker and no distribution: Maven resolves the application artifact ``io.apicurio:apicurio-registry-app``
-and the Quarkus Maven plugin packages it into ``home/registry/app/quarkus-run.jar``, once (a marker holds the
-pom's sha256, like the Kafka jars). It runs on a Java 21+ JDK (the artifact is compiled for 21), on loopback,
-with KafkaSQL storage: its schemas are a topic of the project's broker, so they survive restarts. Clients use
-its Confluent-compatible API, ``/apis/ccompat/v7``; the compatibility rule of every subject is BACKWARD unless
-a subject says otherwise, as in Confluent's registry.
+and the Quarkus Maven plugin (2.2.3.Final) packages it into ``home/registry/app/<name>-runner.jar`` with its
+``lib/``, once (a marker holds the pom's sha256, like the Kafka jars). It runs on Java 17, on loopback.
+The newest Apicurio versions Maven Central serves cannot be built (deploy/registry/BLOCKED.md), and the
+KafkaSQL storage of 2.x is a separate artifact Central does not serve: the schemas live in the app's SQL
+storage, an H2 database file under the home, so they survive restarts of the registry (not of the home).
+Clients use its Confluent-compatible API, ``/apis/ccompat/v6`` (2.1 has no v7); the compatibility rule of
+every subject is BACKWARD unless a subject says otherwise, as in Confluent's registry.
 """
 from __future__ import annotations
 
@@ -22,17 +24,15 @@ from streams.services import ServiceError, proc
 NAME = "schema-registry"
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8781
-JOURNAL_TOPIC = "_triage-schemas"
-SNAPSHOTS_TOPIC = "_triage-schemas-snapshots"
 _MARKER = ".pom.sha256"
-_RUN_JAR = "quarkus-run.jar"
+_RUN_JAR = "triage-schema-registry-1-runner.jar"  # legacy-jar, as the artifact configures
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _JVM_DIRS = Path("/usr/lib/jvm")  # where Debian's and Adoptium's packages put their JDKs
 
 
 def url(port: int = DEFAULT_PORT) -> str:
     """The Confluent-compatible API of the embedded registry on ``port``."""
-    return f"http://{HOST}:{port}/apis/ccompat/v7"
+    return f"http://{HOST}:{port}/apis/ccompat/v6"
 
 
 # --------------------------------------------------------------------------- a JDK new enough
@@ -46,7 +46,7 @@ def _java_version(home: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def java_home(minimum: int = 21) -> Path:
+def java_home(minimum: int = 17) -> Path:
     """A JDK of version ``minimum`` or later: TRIAGE_REGISTRY_JAVA_HOME, JAVA_HOME, or the newest installed.
 
     Raises ServiceError naming what to install when there is none.
@@ -58,8 +58,8 @@ def java_home(minimum: int = 21) -> Path:
     found = sorted(((_java_version(d), d) for d in _JVM_DIRS.glob("*") if d.is_dir()), reverse=True)
     if found and found[0][0] >= minimum:
         return found[0][1]
-    raise ServiceError(f"the schema registry needs a Java {minimum}+ JDK (Apicurio Registry 3 is compiled for "
-                       f"Java 21); install one (e.g. openjdk-21-jdk-headless) or set TRIAGE_REGISTRY_JAVA_HOME")
+    raise ServiceError(f"the schema registry needs a Java {minimum}+ JDK ; install one "
+                       f"(e.g. openjdk-17-jdk-headless) or set TRIAGE_REGISTRY_JAVA_HOME")
 
 
 # --------------------------------------------------------------------------- build
@@ -96,14 +96,15 @@ def build(home: Path, repo_root: Path, timeout: float = 1800.0) -> Path:
         staging = home / "registry" / "build.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        argv = [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom), "package",
+        argv = [mvn, "-B", "-q", "-Dstyle.color=never", "-s", str(pom.parent / "settings.xml"), "-f", str(pom),
+                "package",
                 f"-Dregistry.build.dir={staging}"]
         env = {**os.environ, "JAVA_HOME": str(jdk)}
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired as exc:
             raise ServiceError(f"mvn did not finish within {timeout:g}s: {' '.join(argv)}") from exc
-        built = staging / "quarkus-app"
+        built = staging
         if done.returncode != 0 or not (built / _RUN_JAR).is_file():
             output = _ANSI.sub("", done.stdout + done.stderr).strip().splitlines()[-40:]
             raise ServiceError(
@@ -134,27 +135,20 @@ def registry_ready(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def properties(bootstrap: str, port: int) -> dict[str, str]:
-    """The registry's runtime configuration (system properties): loopback, KafkaSQL on ``bootstrap``."""
+def properties(data_dir: Path, port: int) -> dict[str, str]:
+    """The registry's runtime configuration (system properties): loopback, an H2 file under ``data_dir``."""
     return {
         "quarkus.http.host": HOST,
         "quarkus.http.port": str(port),
-        "quarkus.management.host": HOST,
-        "quarkus.management.port": str(port + 1),
         "quarkus.http.access-log.enabled": "false",
-        "apicurio.storage.kind": "kafkasql",
-        "apicurio.kafkasql.bootstrap.servers": bootstrap,
-        "apicurio.kafkasql.topic": JOURNAL_TOPIC,
-        "apicurio.kafkasql.topic.partitions": "1",
-        "apicurio.kafkasql.snapshots.topic": SNAPSHOTS_TOPIC,
+        "quarkus.datasource.jdbc.url": f"jdbc:h2:file:{Path(data_dir) / 'registry_db'}",
         # Confluent's default: a new version must read the data of the one before it.
-        "apicurio.rules.global.compatibility": "BACKWARD",
-        "apicurio.ccompat.use-canonical-hash": "true",
+        "registry.rules.global.compatibility": "BACKWARD",
     }
 
 
 def start_registry(home: Path, repo_root: Path, bootstrap: str, port: int = DEFAULT_PORT,
-                   heap: str = "384m", timeout: float = 120.0) -> int:
+                   heap: str = "384m", timeout: float = 300.0) -> int:
     """Start the registry (building it first if needed), or find it running; return its pid.
 
     Returns when its Confluent API answers. Raises ServiceError (with the log tail) if the port is taken by
@@ -167,7 +161,7 @@ def start_registry(home: Path, repo_root: Path, bootstrap: str, port: int = DEFA
         if pid is not None and proc.is_alive(pid):
             _wait_ready(home, pid, port, timeout)
             return pid
-        for p in (port, port + 1):
+        for p in (port,):
             if proc.port_open(HOST, p):
                 raise ServiceError(f"{HOST}:{p} is already in use by a process triage did not start "
                                    f"(no live {proc.pid_path(home, NAME)}); set TRIAGE_SCHEMA_REGISTRY_PORT")
@@ -177,7 +171,7 @@ def start_registry(home: Path, repo_root: Path, bootstrap: str, port: int = DEFA
         work.mkdir(parents=True, exist_ok=True)
         argv = [str(java), "-Xms64m", f"-Xmx{heap}", "-XX:+ExitOnOutOfMemoryError", "-XX:+UseSerialGC",
                 "-Djava.awt.headless=true", f"-Djava.io.tmpdir={work}",
-                *(f"-D{k}={v}" for k, v in properties(bootstrap, port).items()),
+                *(f"-D{k}={v}" for k, v in properties(work, port).items()),
                 "-jar", str(app / _RUN_JAR)]
         pid = proc.spawn(NAME, argv, home, cwd=work)
         try:
