@@ -66,7 +66,7 @@ class GraphJoin:
         self._dep_of = dict(zip(inputs, deps))
         self.max_value_bytes = max_value_bytes
         self.timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
-        self.give_up_ms = None if self.timeout_ms is None else int((give_up_s or 15 * timeout_s) * 1000)
+        self.give_up_ms = int((give_up_s or 15 * (timeout_s or 0)) * 1000)
         self.clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
         self._progress: dict[tuple[int, str], int] = {}
         """(partition, dependency) -> the latest arrival time of an input that dependency delivered."""
@@ -188,7 +188,7 @@ class GraphJoin:
         return out
 
     def _given_up(self, p: int, entry: _Entry, now_ms: int) -> bool:
-        if self.timeout_ms is None or self.give_up_ms is None or entry.first_ms is None:
+        if self.timeout_ms is None or entry.first_ms is None:
             return False
         if now_ms - entry.first_ms > self.give_up_ms:
             return True
@@ -201,7 +201,7 @@ class GraphJoin:
         missing = tuple(d for d in self.deps if d not in entry.records)
         log.warning("join stopped waiting", extra={"fields": {"step": self.name, "origin": origin,
                                                               "missing": list(missing)}})
-        metrics.STEP_FAILURES.labels(self.name, "JOIN_PARTIAL").inc()
+        metrics.JOIN_PARTIAL.labels(self.name).inc()
         outputs = self.complete(p, [decode(entry.records[d]) for d in self.deps if d in entry.records], missing)
         out = list(outputs) + [Emit(self.changelog, None, key=f"{origin}|{d}", partition=p) for d in entry.records]
         done = _Entry(done_ms=self.clock_ms(), seen=set(entry.records), keep=True)
