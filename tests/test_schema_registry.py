@@ -2,10 +2,9 @@
 and (with a real registry) the pipeline read and written by confluent-kafka's own AvroSerializer and
 AvroDeserializer with its SchemaRegistryClient.
 
-The tests that need a registry run against TRIAGE_TEST_SCHEMA_REGISTRY_URL (any registry with Confluent's API;
-each run uses fresh subjects of its own topics only if the registry is empty of them). The embedded registry
-cannot be built today (deploy/registry/pom.xml: Maven Central lacks apicurio-registry-schema-util-provider), so
-without that variable they are skipped, saying so.
+The tests that need a registry use the session's (tests/conftest.py: the embedded Apicurio registry, or the
+one TRIAGE_TEST_SCHEMA_REGISTRY_URL names, any registry with Confluent's API). They are never skipped: a
+registry that cannot be built or started fails them with the reason.
 """
 from __future__ import annotations
 
@@ -21,14 +20,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from processors.topology import IN, RESPONSES, STEPS, VALID, dlq_topic, group_id, terminal_topics
 from schemas import SCHEMA_DIR
 from tests.harness import REPO_ROOT, Stack, free_port, routine_tickets
-
-EXTERNAL = os.environ.get("TRIAGE_TEST_SCHEMA_REGISTRY_URL", "")
 
 
 # --------------------------------------------------------------------------- without a registry
@@ -70,12 +68,9 @@ def test_a_worker_that_cannot_register_stops_at_start(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- with a real registry
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole pipeline with TRIAGE_SCHEMA_REGISTRY_URL naming the registry under test."""
-    if not EXTERNAL:
-        pytest.skip("no registry to test against: set TRIAGE_TEST_SCHEMA_REGISTRY_URL (the embedded one does not "
-                    "build from Maven Central today, see deploy/registry/pom.xml)")
-    s = Stack.create(tmp_path_factory.mktemp("triage-registry"), TRIAGE_SCHEMA_REGISTRY_URL=EXTERNAL)
+def registered(tmp_path_factory: pytest.TempPathFactory, schema_registry_url: str) -> Iterator[Stack]:
+    """The whole pipeline with TRIAGE_SCHEMA_REGISTRY_URL naming the session's registry."""
+    s = Stack.create(tmp_path_factory.mktemp("triage-registry"), TRIAGE_SCHEMA_REGISTRY_URL=schema_registry_url)
     try:
         s.start()
         yield s
@@ -153,8 +148,7 @@ def test_v1_producer_and_v2_reader_and_back(registered: Stack) -> None:
     """A rolling upgrade: a producer still on Ticket v1 (confluent's AvroSerializer, registering v1 itself)
     feeds triage, which reads with v2; and a consumer still on v1 reads what triage (v2) writes."""
     sr = client(registered)
-    assert sr.get_compatibility() in ("BACKWARD", "BACKWARD_TRANSITIVE") or \
-        sr.get_compatibility(f"{IN}-value") == "BACKWARD"
+    assert sr.get_compatibility() in ("BACKWARD", "BACKWARD_TRANSITIVE")
     old = AvroSerializer(sr, ticket_schema(1), conf={"auto.register.schemas": True})
     p = Producer({"bootstrap.servers": registered.bootstrap})
     doc = routine_tickets(1, offset=5)[0]
@@ -187,7 +181,7 @@ def test_incompatible_change_stops_the_worker_at_start(registered: Stack) -> Non
     sr.register_schema(subject, Schema(json.dumps({
         "type": "record", "name": "Case", "namespace": "dev.triage",
         "fields": [{"name": "correlation_id", "type": "int"}]}), "AVRO"))
-    sr.set_compatibility(subject, "BACKWARD")
+    # No subject-level rule: the refusal comes from the registry's global BACKWARD.
     env = {**registered.worker_env(), "TRIAGE_SUBJECT_NAME_STRATEGY": "record"}
     high = _high(registered, VALID)
     done = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "ingest", "--instance", "incompatible"],
@@ -196,6 +190,24 @@ def test_incompatible_change_stops_the_worker_at_start(registered: Stack) -> Non
     out = done.stdout + done.stderr
     assert "SCHEMA_INCOMPATIBLE" in out and repr(subject) in out, out[-2000:]
     assert _high(registered, VALID) == high
+
+
+def test_the_registry_itself_refuses_what_backward_forbids(schema_registry_url: str) -> None:
+    """The global rule is BACKWARD (Apicurio starts with none), and it is the registry that says no: a new
+    version that cannot read the last one's records is refused with 409, whoever registers it."""
+    sr = SchemaRegistryClient({"url": schema_registry_url})
+    assert sr.get_compatibility() == "BACKWARD"
+    subject = f"refusal-{os.urandom(4).hex()}-value"
+    record = {"type": "record", "name": "Probe", "namespace": "dev.triage.test",
+              "fields": [{"name": "n", "type": "int"}]}
+    sr.register_schema(subject, Schema(json.dumps(record), "AVRO"))
+    added = {**record, "fields": [*record["fields"], {"name": "note", "type": "string", "default": ""}]}
+    sr.register_schema(subject, Schema(json.dumps(added), "AVRO"))  # a field with a default: allowed
+    retyped = {**record, "fields": [{"name": "n", "type": "string"}]}
+    with pytest.raises(SchemaRegistryError) as refused:
+        sr.register_schema(subject, Schema(json.dumps(retyped), "AVRO"))
+    assert refused.value.http_status_code == 409, refused.value
+    assert len(sr.get_versions(subject)) == 2
 
 
 def _high(stack: Stack, topic: str) -> int:
@@ -208,9 +220,9 @@ def _high(stack: Stack, topic: str) -> int:
 
 
 @pytest.mark.kafka
-def test_status_lists_the_registry(registered: Stack) -> None:
+def test_status_lists_the_registry(registered: Stack, schema_registry_url: str) -> None:
     from streams import status
     doc = status.collect(registered.settings, interval=0.1)
-    assert doc["schema_registry"] == {"kind": "external", "url": EXTERNAL.rstrip("/")}
+    assert doc["schema_registry"] == {"kind": "external", "url": schema_registry_url}
 
 
