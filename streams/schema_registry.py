@@ -91,14 +91,21 @@ class RemoteRegistry:
         local_id = self._local.writer_id(name)
         text = self._local.texts[local_id]
         subject = self.subject(topic, name)
-        try:
-            sid = self._client.register_schema(subject, Schema(json.dumps(json.loads(text)), "AVRO"))
-        except SchemaRegistryError as exc:
-            if exc.http_status_code in (409, 422):
-                raise SchemaIncompatible(subject, self._why(subject, text, exc)) from exc
-            raise RegistryUnavailable(f"registering subject {subject!r} failed: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - httpx's transport errors and the like: the registry is away
-            raise RegistryUnavailable(f"schema registry unreachable registering {subject!r}: {exc}") from exc
+        schema = Schema(json.dumps(json.loads(text)), "AVRO")
+        for attempt in (1, 2):
+            try:
+                sid = self._client.register_schema(subject, schema)
+                break
+            except SchemaRegistryError as exc:
+                # Apicurio answers 409 "artifact already exists" to the loser of two first registrations of
+                # one subject at once (workers of the steps that write one topic start together); asked again,
+                # the subject exists and the same schema is simply found. A second 409 is a real refusal.
+                if exc.http_status_code in (409, 422) and attempt == 2:
+                    raise SchemaIncompatible(subject, self._why(subject, text, exc)) from exc
+                if exc.http_status_code not in (409, 422):
+                    raise RegistryUnavailable(f"registering subject {subject!r} failed: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - httpx's transport errors and the like: the registry is away
+                raise RegistryUnavailable(f"schema registry unreachable registering {subject!r}: {exc}") from exc
         with self._lock:
             self._ids[key] = sid
             self._by_id.setdefault(sid, self._local.schema(local_id))

@@ -210,6 +210,21 @@ def test_the_registry_itself_refuses_what_backward_forbids(schema_registry_url: 
     assert len(sr.get_versions(subject)) == 2
 
 
+def test_first_registrations_at_once_all_succeed(schema_registry_url: str) -> None:
+    """Workers of the steps that write one topic start together and register its subject at the same moment;
+    the registry creates the subject for one and answers the others 409 (Apicurio 2.1): none of them may
+    take that for an incompatibility (seen red: gate and ingest stopped with SCHEMA_INCOMPATIBLE '... already
+    exists')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streams.schema_registry import RemoteRegistry
+    topic = f"race-{os.urandom(4).hex()}"
+    registries = [RemoteRegistry.connect(schema_registry_url) for _ in range(8)]
+    with ThreadPoolExecutor(len(registries)) as pool:
+        ids = list(pool.map(lambda r: r.register(topic, "dev.triage.Case"), registries))
+    assert len(set(ids)) == 1, ids
+
+
 def _high(stack: Stack, topic: str) -> int:
     c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": "plain-high"})
     try:
