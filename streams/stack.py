@@ -132,6 +132,27 @@ def start_services(settings: Settings, say: Say = lambda _: None, brokers: int |
     created = ensure_topics(settings.bootstrap, topic_specs(settings, replication=min(3, size)))
     say(f"topics     {len(pipelines.load(settings.pipeline or None).all_topics())} ready ({len(created)} created)")
     start_schema_registry(settings, say)
+    register_schemas(settings, say)
+
+
+def register_schemas(settings: Settings, say: Say = lambda _: None) -> None:
+    """With a registry, register the schema of every topic the pipeline's steps write, one after another,
+    before any worker starts. Apicurio 2.1 (SQL storage) loses first registrations made at the same moment by
+    the workers starting together: the losers get 409 'artifact already exists' and the subject is then
+    found by no one (404), for ever. Registered here, the workers' own registrations only find them.
+    Raises SchemaIncompatible naming the subject the registry refuses."""
+    if not settings.registry_url:
+        return
+    from streams import schema_registry
+    registry = schema_registry.for_settings(settings)
+    assert registry is not None
+    pipeline = pipelines.load(settings.pipeline or None)
+    writes = {t: pipeline.schema_of(t) for step in pipeline.step_names for t in pipeline.step(step).emits}
+    try:
+        ids = schema_registry.register_outputs(registry, {t: s for t, s in writes.items() if s})
+    finally:
+        registry.close()
+    say(f"schemas    {len(ids)} subjects registered")
 
 
 def start_schema_registry(settings: Settings, say: Say = lambda _: None) -> int | None:

@@ -96,6 +96,10 @@ class Stack:
             "TRIAGE_OFFLINE_PORT": str(free_port()),
             "TRIAGE_PARTITIONS": "4",
         }
+        # The suite through a registry: TRIAGE_SCHEMA_REGISTRY_URL in the test run's environment reaches every
+        # stack (the workers' environment keeps only the stack's own TRIAGE_ names).
+        if os.environ.get("TRIAGE_SCHEMA_REGISTRY_URL"):
+            env["TRIAGE_SCHEMA_REGISTRY_URL"] = os.environ["TRIAGE_SCHEMA_REGISTRY_URL"]
         env.update(overrides)
         return cls(home, env, brokers=brokers)
 
