@@ -109,6 +109,10 @@ class Stack:
 
     def start(self, *, workers: Iterable[str] = STEPS) -> "Stack":
         stack.start_services(self.settings, brokers=self.brokers)
+        if self.registry is not None:
+            # The test process decodes what the workers wrote with the registry's ids, as the CLI does.
+            from streams import avro
+            avro.use(self.registry)
         stack.load_knowledge_bases(self.settings)
         for step in workers:
             self.start_worker(step)
@@ -147,6 +151,9 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     self.kill_worker(p)
         stack.down(self.settings)
+        if self.registry is not None:
+            from streams import avro
+            avro.use(None)
 
     def alive(self) -> dict[str, int]:
         return {step: sum(p.poll() is None for p in ps) for step, ps in self.workers.items()}
