@@ -47,10 +47,8 @@ def broker_specs(settings: Settings, brokers: int) -> list[BrokerSpec]:
 
 
 def topic_specs(settings: Settings, replication: int = 1) -> list[TopicSpec]:
-    from streams.insights.alerts import ALERTS_TOPIC
     configs = topic_configs(pipelines.load(settings.pipeline or None), replication)
-    return [*(TopicSpec(name, settings.partitions, replication, config) for name, config in configs.items()),
-            TopicSpec(ALERTS_TOPIC, 1, replication, {})]
+    return [TopicSpec(name, settings.partitions, replication, config) for name, config in configs.items()]
 
 
 def _port(bootstrap: str) -> int:

@@ -25,6 +25,7 @@ from streams.insights.alerts import ALERTS_TOPIC
 from streams.insights.settings import load as load_insights
 from streams.kafka_io import base_config
 
+pytestmark = pytest.mark.kafka
 WINDOW_S = 2.0
 
 

@@ -222,6 +222,7 @@ def run(settings: Settings, conf: InsightsSettings) -> None:
 
     from streams import stack  # noqa: PLC0415 - the worker's start only
     from streams.kafka_io import base_config  # noqa: PLC0415
+    from streams.services.kafka_broker import TopicSpec, ensure_topics  # noqa: PLC0415
     admin = AdminClient(base_config(settings.bootstrap))
 
     def topics_now() -> dict[str, Pipeline]:
@@ -230,8 +231,10 @@ def run(settings: Settings, conf: InsightsSettings) -> None:
     topics = topics_now()
     if not topics:
         raise SystemExit("no terminal topics on the cluster yet: start a pipeline (`triage up`) first")
-    app, tables = build(settings, conf, topics, replication=min(3, stack.cluster_size(settings.home)),
-                        topics_now=topics_now)
+    replication = min(3, stack.cluster_size(settings.home))
+    # Its own topic, not a pipeline's: created here, where it is written.
+    ensure_topics(settings.bootstrap, [TopicSpec(ALERTS_TOPIC, 1, replication, {})])
+    app, tables = build(settings, conf, topics, replication=replication, topics_now=topics_now)
     tables.alerted |= fired_before(settings)
     log.info("insights reading", extra={"fields": {"topics": sorted(topics), "port": conf.port}})
     faust.Worker(app, loglevel="WARNING", redirect_stdouts=False, override_logging=False).execute_from_commandline()
