@@ -25,6 +25,8 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff66-
 _LETTER = re.compile(r"[^\W\d_]")
 _CHAR_GRAMS = (2, 3, 4)
 _CJK_GRAMS = (1, 2, 3)
+# Character n-grams outnumber words about ten to one; scaled down, so a phrase is not drowned by its letters.
+GROUP_SCALE = {"c": 0.5}
 
 
 def fold(text: str) -> str:
@@ -86,6 +88,6 @@ def features(subject: str, body: str) -> dict[str, float]:
         add("s:" + tok)
     for name in _shape(raw):
         add(name)
-    weights = {name: 1.0 + math.log(count) for name, count in counts.items()}
+    weights = {name: (1.0 + math.log(count)) * GROUP_SCALE.get(name[0], 1.0) for name, count in counts.items()}
     norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
     return {name: w / norm for name, w in weights.items()}

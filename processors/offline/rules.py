@@ -1,7 +1,10 @@
-"""The offline classifiers: lexicon scoring, deterministic, microseconds per call.
+"""Lexicon rules: the offline classifiers before the trained models, kept as rules, not as a model.
 
-``classify(task, subject, body)`` returns ``(label, confidence)``. Confidence is in (0, 1] and reflects
-the margin between the best and the second-best score: 0.5 is a coin toss, near 1 is a clear call.
+``classify(task, subject, body)`` returns ``(label, confidence)`` from weighted term lists
+(:mod:`processors.offline.lexicon`). They no longer label tickets (:mod:`processors.offline.classify` does,
+with models that generalise); :func:`processors.injection.critical_confirmed` still asks them, because a rule
+that only counts situations ("outage", "data loss") cannot be talked into ``critical`` by the ticket's
+wording the way a model that read "this is critical" in its training tickets might.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ a/n/s: angry, neutral, satisfied) and ``\\n`` for a line break in the body. One 
 hash of its text, so adding a line moves no other) is the dev split: never trained on, it fits each task's
 temperature and the priority floor for ``critical``. The rest is trained on with its deterministic variants
 (:mod:`processors.offline.augment`): a multinomial logistic regression per task over
-:mod:`processors.offline.features`, weights rounded to four decimals and written to ``model/tickets.json``.
+:mod:`processors.offline.features`, weights rounded to three decimals and written to ``model/tickets.json``.
 The same corpus gives the same file byte for byte (fixed seeds, one thread, sorted output); ``--check``
 rebuilds in memory and exits 1 when the shipped file differs.
 """
@@ -38,12 +38,13 @@ VARIANTS = 6          # the written ticket and five wrappings of it
 DEV_VARIANTS = 2      # the dev ticket as written and one wrapping: real mail is messier than the corpus
 DEV_SHARE = 5         # one ticket in five
 MIN_DF = 2            # a feature seen in one training ticket only is noise
-C = {"intent": 8.0, "priority": 8.0, "sentiment": 8.0}
+C = {"intent": 30.0, "priority": 8.0, "sentiment": 30.0}
 # A missed outage is the costliest mistake the product can make: critical weighs more in training, and
-# the dev split sets the probability from which critical wins outright (the highest that keeps its recall).
-CLASS_WEIGHT = {"priority": {"critical": 2.0, "high": 1.2}}
-CRITICAL_RECALL = 0.95
-DIGITS = 4
+# the dev split sets the probability from which critical wins outright (the highest that keeps its recall
+# at CRITICAL_RECALL; the issue asks for 22 of 24 on tickets nobody tuned to).
+CLASS_WEIGHT = {"priority": {"critical": 3.0, "high": 1.2}}
+CRITICAL_RECALL = 0.9
+DIGITS = 3
 
 
 def read_corpus(root: Path = CORPUS) -> list[dict[str, str]]:
@@ -104,7 +105,11 @@ def _fit(task: str, x, labels: list[str]):
     order = LABEL_ORDER[task]
     weight = CLASS_WEIGHT.get(task, {})
     y = np.array([order.index(label) for label in labels])
-    sample_weight = np.array([weight.get(label, 1.0) for label in labels])
+    # Each label weighs as much as any other in total (the corpus has more technical than general tickets,
+    # traffic has its own mix), times the task's own emphasis.
+    counts = {label: labels.count(label) for label in order}
+    sample_weight = np.array([weight.get(label, 1.0) * len(labels) / (len(order) * counts[label])
+                              for label in labels])
     model = LogisticRegression(C=C[task], max_iter=2000, tol=1e-6)
     model.fit(x, y, sample_weight=sample_weight)
     assert list(model.classes_) == list(range(len(order))), "every label needs training tickets"
