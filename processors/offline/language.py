@@ -42,8 +42,11 @@ _SENTENCE = re.compile(r"[.!?;\n。！？]+")
 _BODY_MIN_WORDS = 2       # a body with fewer words is read together with its subject
 _SHORT = 4                # up to this many words lingua's answer is a guess ...
 _SURE = 0.6               # ... unless its confidence reaches this
-_MIXED_MIN_WORDS = 4      # a sentence (or a script's share) counts towards "mixed" from this many words
-_MIXED_SURE = 0.9         # ... and only when its language is clear
+_MIXED_MIN_WORDS = 4      # a script's share counts towards "mixed" from this many words
+# A Latin sentence counts towards "mixed" from this many words, and only when its language is clear: on
+# fewer, trigrams are fooled ("How do I reset my password" reads as Italian).
+_MIXED_SENTENCE_WORDS = 8
+_MIXED_SURE = 0.9
 _MIXED_SHARE = 0.3        # the second language must carry this share of the words
 
 
@@ -84,7 +87,7 @@ def _mixed_sentences(text: str) -> bool:
     words_per_label: dict[str, int] = {}
     for sentence in _SENTENCE.split(text):
         words = _latin_words(sentence)
-        if len(words) < _MIXED_MIN_WORDS:
+        if len(words) < _MIXED_SENTENCE_WORDS:
             continue
         values = detector().compute_language_confidence_values(sentence)
         if values and values[0].value >= _MIXED_SURE:
