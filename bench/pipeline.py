@@ -32,7 +32,7 @@ from streams.errors import TriageError
 from streams.models import ModelGateway
 from streams.records import CARRIED_HEADERS, Emit, Record
 from streams.step import StepContext
-from processors.topology import CLASSIFIERS, DRAFTS, ENRICHED, ESCALATIONS, IN, JOIN_STATE, JOINED, RESPONSES, ROUTED
+from processors.topology import CLASSIFIERS, DRAFTS, ENRICHED, ESCALATIONS, IN, JOIN_STATE, JOINED, RESPONSES, ROUTED, TOPIC_SCHEMA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "deploy" / "sample" / "tickets.jsonl"
@@ -110,9 +110,16 @@ class Pipeline:
         headers = {k: record.headers[k] for k in CARRIED_HEADERS if k in record.headers}
         headers.setdefault("attempt", str(record.attempt))
         headers.update(emit.headers)
+        # The bytes too: the join keeps a ticket's own tickets.valid bytes, as the runtime hands them over.
+        raw, value = emit.value, emit.value
+        schema = TOPIC_SCHEMA.get(emit.topic)
+        if schema is not None and isinstance(value, (bytes, bytearray)):
+            value = avro.decode(bytes(value), schema)
+        elif schema is not None and value is not None:
+            raw = avro.encode(schema, value)
         return Record(topic=emit.topic, partition=0, offset=0,
-                      key=emit.key if emit.key is not None else record.key, raw=None, headers=headers,
-                      timestamp_ms=int(time.time() * 1000), value=emit.value)
+                      key=emit.key if emit.key is not None else record.key, raw=raw, headers=headers,
+                      timestamp_ms=int(time.time() * 1000), value=value)
 
     # ---- the stages (also the LangGraph nodes' bodies) ------------------------------------------------------
     @staticmethod

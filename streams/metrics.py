@@ -26,6 +26,9 @@ MODEL_SECONDS = Histogram("triage_model_seconds", "Model call latency", ["model"
 MODEL_TOKENS = Counter("triage_model_tokens_total", "Tokens used", ["model", "tenant"])
 MODEL_RETRIES = Counter("triage_model_retries_total", "Model calls retried", ["model", "reason"])
 FALLBACKS = Counter("triage_model_fallbacks_total", "Answers that came from a fallback model", ["step"])
+JOIN_PARTIAL = Counter("triage_join_partial_total", "Inputs a join sent on without a dependency it gave up on",
+                       ["step"])
+LOOP_ROUNDS = Counter("triage_loop_rounds_total", "Rounds of a bounded loop after the first", ["step"])
 MEMO_HITS = Counter("triage_memo_hits_total", "Model calls answered by the memo", ["step"])
 DRIFT_SCORE = Gauge("triage_drift_score", "Jensen-Shannon divergence of a classifier from its baseline", ["classifier"])
 DRIFT_TRIPPED = Gauge("triage_drift_tripped", "1 while a classifier's drift monitor is tripped", ["classifier"])

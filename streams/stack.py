@@ -58,6 +58,22 @@ def _local_bootstrap(settings: Settings) -> bool:
     return host in ("127.0.0.1", "localhost") and "," not in settings.bootstrap
 
 
+def _formatted(home: Path) -> bool:
+    """This home has run a broker: its storage is formatted."""
+    return any((home / "kafka").glob("node-*/data/meta.properties"))
+
+
+def _own_broker(home: Path) -> bool:
+    """This home has run a broker or runs one now."""
+    return _formatted(home) or any(name.startswith("kafka-") for name in proc.list_running(home))
+
+
+def _joins_running_cluster(settings: Settings) -> bool:
+    """A second pipeline's home beside the first: a loopback broker answers that this home did not start, so
+    it is used, not started again (a start would fail on the taken port)."""
+    return _local_bootstrap(settings) and not _own_broker(settings.home) and broker_ready(settings.bootstrap, 3)
+
+
 def offline_ready(settings: Settings) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.offline_port}/healthz", timeout=1) as r:
@@ -72,6 +88,8 @@ def start_offline_models(settings: Settings) -> int | None:
     pid = proc.read_pid(settings.home, OFFLINE)
     if pid is not None and proc.is_alive(pid) and offline_ready(settings):
         return pid
+    if offline_ready(settings):
+        return None  # another home's server (a second pipeline beside the first): stateless, so shared
     pid = proc.spawn(OFFLINE, [sys.executable, "-m", "processors.offline.server", "--port",
                                str(settings.offline_port)], settings.home, cwd=REPO_ROOT)
     proc.wait_until(lambda: offline_ready(settings) or not proc.is_alive(pid), 30, what="the offline model server")
@@ -85,11 +103,13 @@ def start_services(settings: Settings, say: Say = lambda _: None, brokers: int |
     TRIAGE_REDIS_URL), the offline model server (unless OPENAI_BASE_URL), and every topic. Idempotent."""
     settings.home.mkdir(parents=True, exist_ok=True)
     size = brokers or cluster_size(settings.home)
-    if size != cluster_size(settings.home) and (settings.home / "kafka").exists() and \
-            any((settings.home / "kafka").glob("node-*/data/meta.properties")):
+    if size != cluster_size(settings.home) and _formatted(settings.home):
         raise ServiceError(f"{settings.home} holds a {cluster_size(settings.home)}-node cluster; `triage down` and "
                            f"remove {settings.home / 'kafka'} to start one of {size}")
-    if _local_bootstrap(settings) or size > 1:
+    if _joins_running_cluster(settings):
+        say(f"kafka      joined the cluster already running at {settings.bootstrap} "
+            f"(started elsewhere: `triage down` here leaves it running)")
+    elif _local_bootstrap(settings) or size > 1:
         specs = broker_specs(settings, size)
         t = time.monotonic()
         cluster_file(settings.home).write_text(json.dumps(
@@ -119,6 +139,7 @@ def start_workers(settings: Settings, steps: tuple[str, ...] | None = None, repl
     steps = pipelines.load(settings.pipeline or None).step_names if steps is None else steps
     wanted = supervisor.desired_slots(settings.home)
     wanted.update({step: max(wanted.get(step, 0), replicas) for step in steps})
+    _check_metrics_ports(settings, wanted)
     supervisor.write_slots(settings.home, wanted)
     pid = proc.read_pid(settings.home, supervisor.NAME)
     if pid is None or not proc.is_alive(pid):
@@ -127,6 +148,23 @@ def start_workers(settings: Settings, steps: tuple[str, ...] | None = None, repl
     proc.wait_until(lambda: all(_worker_up(settings, s) for s in steps), 30, what="the workers to start")
     say(f"workers    {sum(wanted.values())} under the supervisor: {', '.join(steps)}")
     return pid
+
+
+def _check_metrics_ports(settings: Settings, wanted: dict[str, int]) -> None:
+    """Refuses, before any worker starts, ports another process holds: a worker that cannot bind its
+    /metrics port exits, and the supervisor would restart it for ever (a second home beside the first)."""
+    from streams import supervisor
+    ours = workers(settings)
+    taken = []
+    for step, n in wanted.items():
+        for i in range(n):
+            port = supervisor.metrics_port(step, i)
+            if f"worker-{step}-{i}" not in ours and proc.port_open("127.0.0.1", port):
+                taken.append(port)
+    if taken:
+        raise ServiceError(f"metrics port(s) {', '.join(map(str, taken))} are taken by processes this home did "
+                           f"not start (another pipeline's workers?): set TRIAGE_METRICS_BASE_PORT to a free "
+                           f"range of {10 * len(wanted)} ports")
 
 
 def _worker_up(settings: Settings, step: str) -> bool:

@@ -84,6 +84,8 @@ def _step_problems(s: "StepDecl", names: list[str], graph: "Graph") -> list[str]
         out.append(f"step {s.name!r}: timeout_s must be a number of seconds above 0, not {s.timeout_s!r}")
     if isinstance(s.retries, bool) or not isinstance(s.retries, int) or s.retries < 0:
         out.append(f"step {s.name!r}: retries must be a whole number, 0 or more, not {s.retries!r}")
+    out.extend(_join_problems(s))
+    out.extend(_loop_problems(s))
     if not all(isinstance(m, str) and m.strip() for m in s.models):
         out.append(f"step {s.name!r}: models must be a list of model names")
     for dep in s.depends_on:
@@ -96,7 +98,7 @@ def _step_problems(s: "StepDecl", names: list[str], graph: "Graph") -> list[str]
     if len(set(s.depends_on)) != len(s.depends_on):
         out.append(f"step {s.name!r} names a dependency twice: {', '.join(s.depends_on)}")
     for role, ref, args in (("task", s.task, TASK_ARGS), ("condition", s.condition, CONDITION_ARGS),
-                            ("fallback", s.fallback, TASK_ARGS)):
+                            ("fallback", s.fallback, TASK_ARGS), ("until", s.until, CONDITION_ARGS)):
         if ref is None:
             continue
         got = resolve(ref, graph.base)
@@ -108,6 +110,43 @@ def _step_problems(s: "StepDecl", names: list[str], graph: "Graph") -> list[str]
             want = "(input, deps)" if args == CONDITION_ARGS else "(input, deps) or (input, deps, ctx)"
             out.append(f"step {s.name!r}: {role} {_label(ref)} must take {want}")
     return out
+
+
+MAX_ROUNDS = 10
+"""A loop's ceiling: an agent loop that never ends cannot be declared."""
+
+
+def _seconds(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
+def _join_problems(s: "StepDecl") -> list[str]:
+    out: list[str] = []
+    for key in ("join_timeout_s", "join_give_up_s"):
+        value = getattr(s, key)
+        if value is None:
+            continue
+        if not _seconds(value):
+            out.append(f"step {s.name!r}: {key} must be a number of seconds above 0, not {value!r}")
+        elif len(s.depends_on) < 2:
+            out.append(f"step {s.name!r}: {key} is for a step with several dependencies (a join); it has "
+                       f"{len(s.depends_on)}")
+    if s.join_give_up_s is not None and s.join_timeout_s is None:
+        out.append(f"step {s.name!r}: join_give_up_s needs join_timeout_s")
+    elif _seconds(s.join_give_up_s) and _seconds(s.join_timeout_s) and s.join_give_up_s < s.join_timeout_s:
+        out.append(f"step {s.name!r}: join_give_up_s ({s.join_give_up_s:g}) must not be below join_timeout_s "
+                   f"({s.join_timeout_s:g})")
+    return out
+
+
+def _loop_problems(s: "StepDecl") -> list[str]:
+    if isinstance(s.rounds, bool) or not isinstance(s.rounds, int) or not 1 <= s.rounds <= MAX_ROUNDS:
+        return [f"step {s.name!r}: rounds must be a whole number from 1 to {MAX_ROUNDS}, not {s.rounds!r}"]
+    if s.rounds > 1 and s.until is None:
+        return [f"step {s.name!r}: rounds = {s.rounds} needs until (input, deps) -> bool, which ends the loop"]
+    if s.rounds == 1 and s.until is not None:
+        return [f"step {s.name!r}: until needs rounds above 1 (the most times the task runs)"]
+    return []
 
 
 def _label(ref: object) -> str:

@@ -75,6 +75,7 @@ def _task(graph: Graph, decl: StepDecl, inputs: tuple[str, ...], first_root: boo
     return TaskStep(decl.name, inputs=inputs, output=naming.output_topic(graph.name, decl.name),
                     depends_on=decl.depends_on, task=task, condition=_call(graph, decl.condition, CONDITION_ARGS),
                     fallback=_call(graph, decl.fallback, TASK_ARGS), timeout_s=decl.timeout_s, retries=decl.retries,
+                    rounds=decl.rounds, until=_call(graph, decl.until, CONDITION_ARGS),
                     models=decl.models, root=not decl.depends_on, first_root=first_root,
                     max_value_bytes=settings.max_value_bytes, deadline_s=settings.step_deadline_s)
 
@@ -83,7 +84,8 @@ def _join(pipeline: str, decl: StepDecl, settings: Any) -> StepJoin:
     join = naming.join_step(decl.name)
     return StepJoin(join, target=decl.name, output=naming.joined_topic(pipeline, decl.name),
                     inputs=tuple(naming.output_topic(pipeline, d) for d in decl.depends_on), deps=decl.depends_on,
-                    changelog=naming.changelog_topic(pipeline, join), max_value_bytes=settings.max_value_bytes)
+                    changelog=naming.changelog_topic(pipeline, join), max_value_bytes=settings.max_value_bytes,
+                    timeout_s=decl.join_timeout_s, give_up_s=decl.join_give_up_s)
 
 
 def _outcome_topics(graph: Graph) -> dict[str, str]:

@@ -3,7 +3,8 @@
     g = Graph("faq")
     g.step("classify", classify, timeout_s=5, retries=2)
     g.step("retrieve", search, depends_on=["classify"], condition=needs_context)
-    g.step("answer", answer, depends_on=["classify", "retrieve"], fallback=canned_answer)
+    g.step("answer", answer, depends_on=["classify", "retrieve"], fallback=canned_answer, join_timeout_s=60)
+    g.step("review", rewrite, depends_on=["answer"], rounds=2, until=good_enough)   # a bounded loop
     PIPELINE = g          # `--pipeline my_module:PIPELINE`; or g.compile() for the runtime's Pipeline
 
     Graph("moderation", outcomes=("published", "held"), route=verdict)   # branching outputs
@@ -43,6 +44,19 @@ class StepDecl:
     """The step's model chain, for ``ctx.chat``: the first answers; the next only when it could not."""
     line: int | None = None
     """Where the step is declared in its file, for messages."""
+    join_timeout_s: float | None = None
+    """Of a step with several dependencies: stop waiting for a dependency once it has delivered the records of
+    inputs that reached the join this long after this one (it has moved on: this input's record is not
+    coming soon), and run with that dependency's output None, named in ``ctx.missing`` and the result's
+    ``missing``. None: wait for every dependency (each writes one record per input, so the wait ends)."""
+    join_give_up_s: float | None = None
+    """... and stop waiting for a dependency that delivers nothing at all this long after the input's first
+    record reached the join (its workers are down). Default: 15 x ``join_timeout_s``."""
+    rounds: int = 1
+    """A bounded loop: the task runs again (``ctx.round`` 2, 3, ...; its previous output in ``deps[<step>]``)
+    until ``until`` says it is done, at most this many times; the last round's output is the step's."""
+    until: Task | None = None
+    """``until(input, deps) -> bool`` with ``deps[<step>]`` the round's output: true ends the loop."""
 
 
 @dataclass
@@ -68,12 +82,13 @@ class Graph:
 
     def step(self, name: str, task: Task, *, depends_on: Iterable[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S,
              retries: int = 0, condition: Task | None = None, fallback: Task | None = None,
-             models: Iterable[str] = (), line: int | None = None) -> "Graph":
+             models: Iterable[str] = (), line: int | None = None, join_timeout_s: float | None = None,
+             join_give_up_s: float | None = None, rounds: int = 1, until: Task | None = None) -> "Graph":
         """Declare a step; returns the graph, so declarations chain. Nothing is checked until ``check()``."""
         if isinstance(depends_on, str):
             depends_on = (depends_on,)
         self.steps.append(StepDecl(name, task, tuple(depends_on), timeout_s, retries, condition, fallback,
-                                   tuple(models), line))
+                                   tuple(models), line, join_timeout_s, join_give_up_s, rounds, until))
         return self
 
     def problems(self) -> list[str]:

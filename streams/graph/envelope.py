@@ -53,6 +53,8 @@ class Envelope:
     input: dict[str, Any] | None
     steps: dict[str, Any]
     failed: Failure | None = None
+    missing: tuple[str, ...] = ()
+    """Dependencies a join stopped waiting for (its partial timeout), upstream of here: their outputs are None."""
 
     def encode(self) -> bytes:
         doc: dict[str, Any] = {"correlation_id": self.correlation_id, "attempt": self.attempt, "origin": self.origin}
@@ -61,10 +63,13 @@ class Envelope:
         else:
             doc["input"] = self.input
             doc["steps"] = self.steps
+            if self.missing:
+                doc["missing"] = list(self.missing)
         return dumps(doc)
 
     def with_step(self, name: str, output: Any) -> "Envelope":
-        return Envelope(self.correlation_id, self.attempt, self.origin, self.input, {**self.steps, name: output})
+        return Envelope(self.correlation_id, self.attempt, self.origin, self.input, {**self.steps, name: output},
+                        missing=self.missing)
 
     def failing(self, failure: Failure) -> "Envelope":
         return Envelope(self.correlation_id, self.attempt, self.origin, None, {}, failure)
@@ -84,7 +89,8 @@ def decode(raw: bytes | None) -> Envelope:
         doc = json.loads((raw or b"").decode("utf-8"))
         failed = doc.get("failed")
         return Envelope(str(doc["correlation_id"]), int(doc["attempt"]), str(doc["origin"]),
-                        doc.get("input"), dict(doc.get("steps") or {}), Failure.of(failed) if failed else None)
+                        doc.get("input"), dict(doc.get("steps") or {}), Failure.of(failed) if failed else None,
+                        tuple(str(m) for m in doc.get("missing") or ()))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MalformedInput(f"not a record of this graph: {type(exc).__name__}: {exc}") from exc
 

@@ -9,6 +9,13 @@ branches), restored on assignment: a ``kill -9`` loses and doubles nothing.
 The first failure marker of an input ends the input at once (the join passes the marker on, the collector
 writes the dead letter); the input is remembered as done until its other dependencies have delivered, and
 their records are dropped.
+
+A join may also stop waiting (``timeout_s``, the support join's partial-timeout policy): for a dependency that
+has moved on (it delivered the records of inputs that reached the join ``timeout_s`` after this one: a backlog
+alone costs nothing), or that delivered nothing at all ``give_up_s`` after the input's first record came. The
+input then goes on with that dependency's output None and its name in ``missing``; it is remembered as done,
+with no time limit, until the dependency's record comes and is dropped, so it never ends twice. Arrival times
+are the join's own clock, not written down: after a restart both timeouts count again from the restore.
 """
 from __future__ import annotations
 
@@ -38,9 +45,14 @@ class _Entry:
     done_ms: int | None = None
     seen: set[str] = field(default_factory=set)
     """Dependencies heard from (of a done input)."""
+    first_ms: int | None = None
+    """When its first record reached this join (or the state was restored): what the timeouts count from."""
+    keep: bool = False
+    """Done by a partial timeout: kept until every dependency delivered, never expired (its late record would
+    otherwise begin a second wait, and a second end)."""
 
     def copy(self) -> "_Entry":
-        return _Entry(dict(self.records), self.done_ms, set(self.seen))
+        return _Entry(dict(self.records), self.done_ms, set(self.seen), self.first_ms, self.keep)
 
 
 class GraphJoin:
@@ -49,16 +61,21 @@ class GraphJoin:
     stateful = True
 
     def __init__(self, name: str, *, inputs: tuple[str, ...], deps: tuple[str, ...], changelog: str,
-                 max_value_bytes: int) -> None:
+                 max_value_bytes: int, timeout_s: float | None = None, give_up_s: float | None = None) -> None:
         self.name, self.inputs, self.deps, self.changelog = name, inputs, deps, changelog
         self._dep_of = dict(zip(inputs, deps))
         self.max_value_bytes = max_value_bytes
+        self.timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
+        self.give_up_ms = int((give_up_s or 15 * (timeout_s or 0)) * 1000)
+        self.clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+        self._progress: dict[tuple[int, str], int] = {}
+        """(partition, dependency) -> the latest arrival time of an input that dependency delivered."""
         self._state: dict[int, dict[str, _Entry]] = {}
         self._last_tick = 0
         self._before: tuple[str, int, int, str, _Entry | None] | None = None
 
     # ---- what a subclass decides --------------------------------------------------------------------------
-    def complete(self, partition: int, envelopes: list[Envelope]) -> list[Emit]:
+    def complete(self, partition: int, envelopes: list[Envelope], missing: tuple[str, ...] = ()) -> list[Emit]:
         raise NotImplementedError
 
     def failed(self, partition: int, env: Envelope) -> list[Emit]:
@@ -89,6 +106,7 @@ class GraphJoin:
                 else:
                     doc = json.loads(value)
                     entry.done_ms, entry.seen = int(doc["done_ms"]), set(doc["seen"])
+                    entry.keep = bool(doc.get("keep"))
             self._state[p] = table
             log.info("join state restored", extra={"fields": {"step": self.name, "partition": p, "entries": len(table)}})
 
@@ -119,6 +137,9 @@ class GraphJoin:
         if env.failed is not None:
             return self._end(p, origin, entry, dep, self.failed(p, env))
         entry.records[dep] = record.raw or b""
+        entry.first_ms = entry.first_ms or self.clock_ms()
+        key = (p, dep)
+        self._progress[key] = max(self._progress.get(key, 0), entry.first_ms)
         if len(entry.records) < len(self.deps):
             table[origin] = entry
             return [self._state_record(p, origin, dep, record.raw)]
@@ -157,10 +178,34 @@ class GraphJoin:
         out: list[Emit] = []
         for p, table in self._state.items():
             for origin, entry in list(table.items()):
-                if entry.done_ms is not None and now_ms - entry.done_ms > DONE_RETENTION_MS:
+                if entry.done_ms is None:
+                    entry.first_ms = entry.first_ms or now_ms  # restored: the timeouts count from now
+                    if self._given_up(p, entry, now_ms):
+                        out.extend(self._partial(p, origin, entry))
+                elif not entry.keep and now_ms - entry.done_ms > DONE_RETENTION_MS:
                     del table[origin]
                     out.append(Emit(self.changelog, None, key=f"{origin}|", partition=p))
         return out
+
+    def _given_up(self, p: int, entry: _Entry, now_ms: int) -> bool:
+        if self.timeout_ms is None or entry.first_ms is None:
+            return False
+        if now_ms - entry.first_ms > self.give_up_ms:
+            return True
+        if now_ms - entry.first_ms <= self.timeout_ms:
+            return False
+        missing = [d for d in self.deps if d not in entry.records]
+        return all(self._progress.get((p, d), 0) > entry.first_ms + self.timeout_ms for d in missing)
+
+    def _partial(self, p: int, origin: str, entry: _Entry) -> list[Emit]:
+        missing = tuple(d for d in self.deps if d not in entry.records)
+        log.warning("join stopped waiting", extra={"fields": {"step": self.name, "origin": origin,
+                                                              "missing": list(missing)}})
+        metrics.JOIN_PARTIAL.labels(self.name).inc()
+        outputs = self.complete(p, [decode(entry.records[d]) for d in self.deps if d in entry.records], missing)
+        out = list(outputs) + [Emit(self.changelog, None, key=f"{origin}|{d}", partition=p) for d in entry.records]
+        done = _Entry(done_ms=self.clock_ms(), seen=set(entry.records), keep=True)
+        return self._done(p, origin, done, out)
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def _end(self, p: int, origin: str, entry: _Entry, dep: str, outputs: list[Emit]) -> list[Emit]:
@@ -171,7 +216,7 @@ class GraphJoin:
             if d != dep:
                 out.append(Emit(self.changelog, None, key=f"{origin}|{d}", partition=p))
         seen = set(entry.records) | {dep}
-        return self._done(p, origin, _Entry(done_ms=int(time.time() * 1000), seen=seen), out)
+        return self._done(p, origin, _Entry(done_ms=self.clock_ms(), seen=seen), out)
 
     def _done(self, p: int, origin: str, entry: _Entry, out: list[Emit]) -> list[Emit]:
         table = self._state.setdefault(p, {})
@@ -182,8 +227,10 @@ class GraphJoin:
                 out.append(Emit(self.changelog, None, key=f"{origin}|", partition=p))
             return out
         table[origin] = entry
-        out.append(Emit(self.changelog, dumps({"done_ms": entry.done_ms, "seen": sorted(entry.seen)}),
-                        key=f"{origin}|", partition=p))
+        doc: dict[str, Any] = {"done_ms": entry.done_ms, "seen": sorted(entry.seen)}
+        if entry.keep:
+            doc["keep"] = True
+        out.append(Emit(self.changelog, dumps(doc), key=f"{origin}|", partition=p))
         return out
 
     def _state_record(self, p: int, origin: str, dep: str, raw: bytes | None) -> Emit:
@@ -198,12 +245,13 @@ class StepJoin(GraphJoin):
         self.target, self.output = target, output
         self.limit = max(1024, self.max_value_bytes - MARGIN_BYTES)
 
-    def complete(self, partition: int, envelopes: list[Envelope]) -> list[Emit]:
+    def complete(self, partition: int, envelopes: list[Envelope], missing: tuple[str, ...] = ()) -> list[Emit]:
         first = envelopes[0]
         steps: dict[str, Any] = {}
         for e in envelopes:
             steps.update(e.steps)
-        joined = Envelope(first.correlation_id, first.attempt, first.origin, first.input, steps)
+        joined = Envelope(first.correlation_id, first.attempt, first.origin, first.input, steps,
+                          missing=_missing(envelopes, missing))
         value = joined.encode()
         if len(value) > self.limit:
             # What the step would have read cannot be written: its dead letter carries the input alone.
@@ -225,13 +273,16 @@ class Collector(GraphJoin):
         super().__init__(name, **kw)
         self.results, self.all_steps, self.dlq_topic, self.route = results, all_steps, dlq_topic, route
 
-    def complete(self, partition: int, envelopes: list[Envelope]) -> list[Emit]:
+    def complete(self, partition: int, envelopes: list[Envelope], missing: tuple[str, ...] = ()) -> list[Emit]:
         first = envelopes[0]
         steps: dict[str, Any] = {}
         for e in envelopes:
             steps.update(e.steps)
-        doc = {"correlation_id": first.correlation_id, "input": first.input,
-               "steps": {s: steps.get(s) for s in self.all_steps}}
+        doc: dict[str, Any] = {"correlation_id": first.correlation_id, "input": first.input,
+                               "steps": {s: steps.get(s) for s in self.all_steps}}
+        gone = _missing(envelopes, missing)
+        if gone:
+            doc["missing"] = list(gone)
         value = dumps(doc)
         if len(value) > self.max_value_bytes:
             bare = dumps({"correlation_id": first.correlation_id, "input": first.input})
@@ -276,6 +327,11 @@ class Collector(GraphJoin):
         value = fit_value(raw, headers)
         metrics.DEAD_LETTERS.labels(f.step, f.reason).inc()
         return [Emit(self.dlq_topic(f.step), value, key=env.correlation_id, headers=headers)]
+
+
+def _missing(envelopes: list[Envelope], here: tuple[str, ...]) -> tuple[str, ...]:
+    """Every dependency a join gave up on, upstream or here, once each, in the order met."""
+    return tuple(dict.fromkeys([m for e in envelopes for m in e.missing] + list(here)))
 
 
 def _emit(topic: str, env: Envelope, value: bytes) -> Emit:

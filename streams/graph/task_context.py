@@ -28,6 +28,10 @@ class TaskContext:
     gateway: ModelGateway | None
     state: TenantStore | None
     """The tenant's keys in Redis (None when the worker runs without Redis)."""
+    missing: tuple[str, ...] = ()
+    """Dependencies a join stopped waiting for (``join_timeout_s``): their outputs in ``deps`` are None."""
+    round: int = 1
+    """Of a step with ``rounds``: which run of its loop this is (its previous output is ``deps[<step>]``)."""
 
     async def chat(self, messages: Sequence[dict[str, Any]]) -> Reply:
         """The first answer of the step's model chain: each model is asked once (the step's ``retries`` retry

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from streams import metrics
@@ -46,7 +46,8 @@ class TaskStep:
     def __init__(self, name: str, *, inputs: tuple[str, ...], output: str, depends_on: tuple[str, ...],
                  task: Call, condition: Call | None, fallback: Call | None, timeout_s: float, retries: int,
                  models: tuple[str, ...], root: bool, first_root: bool, max_value_bytes: int,
-                 deadline_s: float, retry: RetryPolicy | None = None) -> None:
+                 deadline_s: float, retry: RetryPolicy | None = None, rounds: int = 1,
+                 until: Call | None = None) -> None:
         self.name, self.inputs, self.output, self.depends_on = name, inputs, output, depends_on
         self.task, self.condition, self.fallback = task, condition, fallback
         self.timeout_s, self.retries, self.models = float(timeout_s), int(retries), models
@@ -55,6 +56,7 @@ class TaskStep:
         # Inside the runtime's own deadline, so that even a step out of time ends in its marker, not a dead letter.
         self.budget_s = max(1.0, deadline_s - 2.0)
         self.retry = retry or RetryPolicy()
+        self.rounds, self.until = int(rounds), until
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix=f"task-{name}")
 
     # ---- the runtime's entry points -----------------------------------------------------------------------
@@ -74,7 +76,7 @@ class TaskStep:
         deps = {d: env.steps.get(d) for d in self.depends_on}
         tenant = _tenant(record, env)
         tctx = TaskContext(self.name, env.correlation_id, env.attempt, tenant, self.models, self.timeout_s,
-                           ctx.models, _store(ctx, tenant or "default"))
+                           ctx.models, _store(ctx, tenant or "default"), env.missing)
         args = (env.input, deps, tctx)
         if self.condition is not None:
             try:
@@ -86,7 +88,7 @@ class TaskStep:
                 return [self._fail(record, env, "CONDITION_ERROR", _error(self.condition, exc), 1)]
             if not go:
                 return [self._emit(env.with_step(self.name, None))]
-        output, failure = await self._attempts(args, started)
+        output, failure = await self._loop(args, started)
         if failure is None:
             out = env.with_step(self.name, output)
             value = out.encode()
@@ -107,6 +109,27 @@ class TaskStep:
         return [self._fail(record, env, code, reason, 1)]
 
     # ---- calling the user's functions ---------------------------------------------------------------------
+    async def _loop(self, args: tuple[Any, ...], started: float) -> tuple[Any, tuple[str, str, int] | None]:
+        """The task's rounds (one, unless the step declares a bounded loop), within one step deadline: each
+        round is a full set of attempts and the fallback; ``until`` on a round's output ends the loop early."""
+        input_, deps, tctx = args
+        output, failure = await self._attempts(args, started)
+        for round_ in range(2, self.rounds + 1):
+            if failure is not None or self.until is None:
+                break
+            seen = {**deps, self.name: output}
+            try:
+                done = await self._call(self.until, (input_, seen), self.timeout_s)
+            except asyncio.TimeoutError:
+                return None, ("STEP_TIMEOUT", f"until {self.until.label} not done within {self.timeout_s:g}s", 1)
+            except Exception as exc:  # noqa: BLE001 - the user's function: any error is the input's outcome
+                return None, ("CONDITION_ERROR", _error(self.until, exc), 1)
+            if done:
+                break
+            metrics.LOOP_ROUNDS.labels(self.name).inc()
+            output, failure = await self._attempts((input_, seen, replace(tctx, round=round_)), started)
+        return output, failure
+
     async def _attempts(self, args: tuple[Any, ...], started: float) -> tuple[Any, tuple[str, str, int] | None]:
         """(output, None), or (None, (reason, error, attempts)) once every attempt and the fallback failed."""
         deadline = started + self.budget_s

@@ -31,7 +31,8 @@ from streams.errors import PipelineError
 from streams.graph.declare import DEFAULT_TIMEOUT_S, Graph
 
 PIPELINE_KEYS = ("name", "describe", "outcomes", "route")
-STEP_KEYS = ("task", "timeout_s", "retries", "depends_on", "condition", "fallback", "models")
+STEP_KEYS = ("task", "timeout_s", "retries", "depends_on", "condition", "fallback", "models", "join_timeout_s",
+             "join_give_up_s", "rounds", "until")
 _HEADER = re.compile(r"""^\s*\[\s*steps\s*\.\s*(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*\]\s*(?:#.*)?$""")
 _DUP = "#"  # never in a step name, so a renamed duplicate cannot meet a real step
 
@@ -96,13 +97,15 @@ def loads(text: str, *, base: Path | None = None, source: str = "") -> Graph:
         if not isinstance(models, list):
             found.append(f"step {step_name!r}: models must be a list of model names")
             models = []
-        for role in ("task", "condition", "fallback"):
+        for role in ("task", "condition", "fallback", "until"):
             if role in table and not isinstance(table[role], str):
                 found.append(f"step {step_name!r}: {role} must be a \"module:function\" string")
         graph.step(step_name, table.get("task") if isinstance(table.get("task"), str) else "",
                    depends_on=deps, timeout_s=table.get("timeout_s", DEFAULT_TIMEOUT_S),
                    retries=table.get("retries", 0), condition=_ref(table.get("condition")),
-                   fallback=_ref(table.get("fallback")), models=models, line=lines.get(key))
+                   fallback=_ref(table.get("fallback")), models=models, line=lines.get(key),
+                   join_timeout_s=table.get("join_timeout_s"), join_give_up_s=table.get("join_give_up_s"),
+                   rounds=table.get("rounds", 1), until=_ref(table.get("until")))
     graph.problems_found.extend(found)
     # A step without a task is said once, above, not again as an import problem.
     graph.steps = [s if s.task else _no_task(s) for s in graph.steps]
