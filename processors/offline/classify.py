@@ -35,6 +35,18 @@ def _features(subject: str, body: str) -> dict[str, float]:
     return features(subject, body)
 
 
+def warm() -> None:
+    """Reads the model file and builds the language detector now rather than on the first ticket.
+
+    Together about a second, longer on a busy machine: a server that did it on its first request held every
+    request of the first burst past the callers' time-out, and their retries kept it behind (every intent
+    call of a 300-ticket burst timed out in the guards test). Servers call this before they listen.
+    """
+    load()
+    language.detector()
+    classify("intent", "warm", "up")
+
+
 def classify(task: str, subject: str, body: str) -> tuple[str, float]:
     """Labels one ticket for ``task`` (intent, language, priority or sentiment).
 
