@@ -149,6 +149,11 @@ def test_tables_count_every_terminal_record_once_through_a_kill_9(stack: Stack) 
         _wait("the worker to commit every terminal partition",
               lambda: _caught_up(stack, app_id(config.load(stack.env))))
         assert _tables(stack) == direct, "a record re-read after the restart was counted again"
+        shown = subprocess.run([sys.executable, "-m", "streams.cli", "insights", "--tenant", "acme", "--json"],
+                               env=stack.worker_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        doc = json.loads(shown.stdout)
+        assert {t["tenant"] for t in doc["tenants"]} == {"acme"}
+        assert sum(t["day"]["ends"] for t in doc["tenants"]) == sum(direct["acme"].values())
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(60)
