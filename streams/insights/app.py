@@ -37,6 +37,8 @@ from streams.records import decode_headers
 log = logging.getLogger("triage.insights")
 DAY_S = 86_400
 ALERT_HORIZON_MS = 3_600_000
+SESSION_TIMEOUT_S = 10.0
+"""Short, so a worker started after a kill -9 waits little for the dead one to leave the group (see rewind)."""
 
 
 class _ReadCommittedThread(faust_kafka.AIOKafkaConsumerThread):
@@ -93,7 +95,8 @@ def build(settings: Settings, conf: InsightsSettings, topics: Mapping[str, Pipel
                web_bind="127.0.0.1", web_port=conf.port, web_host="127.0.0.1",
                topic_partitions=settings.partitions, topic_replication_factor=replication,
                consumer_auto_offset_reset="earliest", broker_commit_every=100, broker_commit_interval=1.0,
-               table_cleanup_interval=60.0, key_serializer="json", value_serializer="json")
+               table_cleanup_interval=60.0, key_serializer="json", value_serializer="json",
+               broker_session_timeout=SESSION_TIMEOUT_S)
     table = app.Table("windows", default=dict, partitions=settings.partitions)
     windowed = table.tumbling(conf.window_s, expires=timedelta(seconds=DAY_S + conf.window_s)).relative_to_stream()
     source = app.topic(*topics, key_serializer="raw", value_serializer="raw")
@@ -106,9 +109,12 @@ def build(settings: Settings, conf: InsightsSettings, topics: Mapping[str, Pipel
             m = event.message
             pipeline = topics[m.topic]
             headers = decode_headers([(k, v) for k, v in (m.headers or [])])
+            key = f"{pipeline.name}|{ends.tenant_of(headers)}|{m.topic}|{m.partition}"
+            current = windowed[key].current()
+            if current and m.offset <= current["upto"]:
+                continue  # counted before a restart: the start re-reads the tables' day (streams.insights.rewind)
             end = ends.read(pipeline, m.topic, headers, event.value, int(m.timestamp * 1000))
-            key = f"{end.pipeline}|{end.tenant}|{m.topic}|{m.partition}"
-            windowed[key] = windows.fold(windowed[key].current(), end, m.offset)
+            windowed[key] = windows.fold(current, end, m.offset)
 
     @app.timer(max(1.0, conf.window_s / 4))
     async def check_alerts() -> None:
@@ -222,6 +228,7 @@ def run(settings: Settings, conf: InsightsSettings) -> None:
 
     from streams import stack  # noqa: PLC0415 - the worker's start only
     from streams.kafka_io import base_config  # noqa: PLC0415
+    from streams.insights.rewind import rewind  # noqa: PLC0415
     from streams.services.kafka_broker import TopicSpec, ensure_topics  # noqa: PLC0415
     admin = AdminClient(base_config(settings.bootstrap))
 
@@ -234,6 +241,8 @@ def run(settings: Settings, conf: InsightsSettings) -> None:
     replication = min(3, stack.cluster_size(settings.home))
     # Its own topic, not a pipeline's: created here, where it is written.
     ensure_topics(settings.bootstrap, [TopicSpec(ALERTS_TOPIC, 1, replication, {})])
+    rewind(settings.bootstrap, app_id(settings), sorted(topics),
+           since_ms=int((time.time() - DAY_S - conf.window_s) * 1000), timeout_s=3 * SESSION_TIMEOUT_S)
     app, tables = build(settings, conf, topics, replication=replication, topics_now=topics_now)
     tables.alerted |= fired_before(settings)
     log.info("insights reading", extra={"fields": {"topics": sorted(topics), "port": conf.port}})

@@ -44,7 +44,7 @@ def read(pipeline: Pipeline, topic: str, headers: Mapping[str, str], raw: bytes 
          timestamp_ms: int) -> End:
     """The summary of one record of ``pipeline``'s terminal ``topic``. A value that cannot be decoded still
     counts as its outcome (its details unknown), so the totals always match a count of the topics."""
-    tenant = headers.get("tenant_id") or "-"
+    tenant = tenant_of(headers)
     try:
         attempt = max(1, int(headers.get("attempt") or 1))
     except ValueError:
@@ -70,6 +70,12 @@ def read(pipeline: Pipeline, topic: str, headers: Mapping[str, str], raw: bytes 
     except Exception:  # noqa: BLE001 - a pipeline's hook failing on one record must not stop the counts
         log.exception("insights hook failed; counted by outcome only", extra={"fields": {"topic": topic}})
         return End(pipeline.name, tenant, topic, escalated, None, latency, attempt)
+
+
+def tenant_of(headers: Mapping[str, str]) -> str:
+    """The tenant a terminal record counts for: its header, or ``-`` (an unknown tenant's dead letter has
+    none)."""
+    return headers.get("tenant_id") or "-"
 
 
 def _latency(headers: Mapping[str, str], timestamp_ms: int) -> int | None:
