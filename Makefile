@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup deps deps-test demo test up down lint clean
+.PHONY: setup deps deps-test registry demo test up down lint clean
 
 $(BIN)/triage: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,10 +20,14 @@ deps:
 deps-test:
 	@bash .ci/deps --browser
 
+# The embedded Schema Registry (Apicurio, built by Maven into build/registry once per deploy/registry/pom.xml).
+registry: setup
+	$(BIN)/python -m streams.services.schema_registry
+
 demo: deps setup
 	$(BIN)/triage demo
 
-test: deps-test setup
+test: deps-test setup registry
 	$(BIN)/pytest -q
 
 up: setup

@@ -38,4 +38,4 @@ def answer(entry: Entry, tenant: str, text: str) -> tuple[str, bytes]:
     case = case_for_answer(entry, tenant)
     out = evolve(case, "human: answered by hand in the queue", reply=text, writer_model="human",
                  citations=[], route="human")
-    return entry.correlation_id or case["correlation_id"], avro.encode(avro.CASE, out)
+    return entry.correlation_id or case["correlation_id"], avro.encode(avro.CASE, out, topic=TOPIC)

@@ -70,7 +70,7 @@ def decode_state(value: bytes) -> dict[str, Any]:
     elif "case" in entry:
         # Written before the state held the ticket's bytes: the whole Case in JSON, results not yet per source.
         case = entry.pop("case")
-        entry["raw"] = avro.encode(TOPIC_SCHEMA[VALID], case) if case is not None else None
+        entry["raw"] = avro.encode(TOPIC_SCHEMA[VALID], case, topic=VALID) if case is not None else None
         entry.setdefault("src", None)  # its ticket's record is not known: every classification is taken as its
         entry.setdefault("early", {})
     return entry
@@ -305,7 +305,7 @@ class Join:
     def _complete(self, partition: int, skey: str, entry: dict[str, Any], now_ms: int, *, timed_out: bool) -> list[Emit]:
         try:
             joined, headers = self._joined(entry, timed_out)
-            value = avro.encode(TOPIC_SCHEMA[JOINED], joined)
+            value = avro.encode(TOPIC_SCHEMA[JOINED], joined, topic=JOINED)
             if len(value) > self.max_value_bytes:
                 raise TriageError(f"joined case of {len(value)} bytes is over the output limit of "
                                   f"{self.max_value_bytes}", code="OVERSIZED")

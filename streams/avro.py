@@ -1,8 +1,10 @@
 """Avro values in Confluent wire framing (magic byte 0, 4-byte big-endian schema id, schemaless body).
 
-The local registry resolves ids from ``schemas/registry.json``; a record is always read with the newest
-schema of its name, so a new reader reads old records (schema evolution). fastavro's own exceptions are
-translated here, once, into :mod:`streams.errors`.
+Ids come from a registry: the local one resolves them from ``schemas/registry.json``; with a Schema Registry
+configured (:mod:`streams.schema_registry`, made the process's by :func:`use`) a producer frames with the id
+the registry gave its schema and a reader resolves any id through it. Either way a record is read with the
+newest schema of its name this code knows, so a new reader reads old records (schema evolution). fastavro's
+own exceptions are translated here, once, into :mod:`streams.errors`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.types import Schema
@@ -23,18 +25,37 @@ _MAGIC = 0
 _HEADER = struct.Struct(">bI")
 
 
+class SchemaSource(Protocol):
+    """Where encode and decode find schemas: the local table, or a Schema Registry."""
+
+    def writer_id(self, name: str, topic: str | None = None) -> int:
+        """The id to frame a ``name`` record written to ``topic`` with (the newest version this code knows)."""
+
+    def schema(self, schema_id: int) -> Schema:
+        """The schema a framed value's id names. Raises UnknownSchema."""
+
+    def reader(self, name: str) -> tuple[int, Schema]:
+        """The newest schema of ``name`` this code knows, and a key that tells it from other versions."""
+
+
 @dataclass(frozen=True)
 class Registry:
     """Schema ids to parsed schemas, and the newest id per record name."""
 
     by_id: dict[int, Schema]
     latest: dict[str, int] = field(default_factory=dict)
+    texts: dict[int, str] = field(default_factory=dict)
+    """The schema files' text by id: what a producer registers with a Schema Registry."""
 
-    def writer_id(self, name: str) -> int:
+    def writer_id(self, name: str, topic: str | None = None) -> int:
         try:
             return self.latest[name]
         except KeyError:
             raise UnknownSchema(f"no schema named {name!r} in the registry") from None
+
+    def reader(self, name: str) -> tuple[int, Schema]:
+        sid = self.writer_id(name)
+        return sid, self.schema(sid)
 
     def schema(self, schema_id: int) -> Schema:
         try:
@@ -50,28 +71,46 @@ def local_registry() -> Registry:
     by_id: dict[int, Schema] = {}
     latest: dict[str, int] = {}
     named: dict[str, Any] = {}
+    texts: dict[int, str] = {}
     for sid in sorted(table, key=int):
-        raw = json.loads((SCHEMA_DIR / table[sid]).read_text())
+        texts[int(sid)] = (SCHEMA_DIR / table[sid]).read_text()
+        raw = json.loads(texts[int(sid)])
         # Each file is parsed on its own: versions of one name must not see each other.
         parsed = fastavro.parse_schema(raw, named_schemas={})
         by_id[int(sid)] = parsed
         name = parsed["name"]
         latest[name] = int(sid)
         named[name] = parsed
-    return Registry(by_id=by_id, latest=latest)
+    return Registry(by_id=by_id, latest=latest, texts=texts)
+
+
+_ACTIVE: list[SchemaSource] = []
+
+
+def use(registry: SchemaSource | None) -> None:
+    """Make ``registry`` the one :func:`encode` and :func:`decode` use by default (None: the local table).
+    A worker calls it once at start, before any record is read or written."""
+    _ACTIVE[:] = [registry] if registry is not None else []
+
+
+def active() -> SchemaSource:
+    """The registry of this process: a Schema Registry made so by :func:`use`, else the local table."""
+    return _ACTIVE[0] if _ACTIVE else local_registry()
 
 
 def short_name(full: str) -> str:
     return full.rsplit(".", 1)[-1]
 
 
-def encode(name: str, record: dict[str, Any], registry: Registry | None = None) -> bytes:
-    """Encode ``record`` with the newest schema called ``name`` (e.g. ``"dev.triage.Case"``).
+def encode(name: str, record: dict[str, Any], registry: SchemaSource | None = None,
+           topic: str | None = None) -> bytes:
+    """Encode ``record`` with the newest schema called ``name`` (e.g. ``"dev.triage.Case"``), framed with the
+    id the registry has for it on ``topic`` (a Schema Registry's subject is per topic).
 
     Raises SchemaInvalid when the record does not fit the schema: a step's output is validated here too.
     """
-    reg = registry or local_registry()
-    sid = reg.writer_id(name)
+    reg = registry or active()
+    sid = reg.writer_id(name, topic)
     buf = io.BytesIO()
     buf.write(_HEADER.pack(_MAGIC, sid))
     try:
@@ -90,14 +129,15 @@ def _reads_as(data: bytes, schema: Schema) -> bool:
     return body.tell() == len(data) - _HEADER.size
 
 
-def _reader_for(reg: Registry, writer_id: int, reader_id: int) -> Schema:
+def _reader_for(reg: SchemaSource, writer_id: int, name: str) -> Schema:
     """The newest schema, except where it made a field a string that an older version spelt as an enum (the
     Classification's classifier, since v3): Avro's resolution has no enum-to-string rule, and an enum's
     symbol is already the string the newer reader wants, so that field is read with the writer's enum."""
+    reader_id, reader = reg.reader(name)
     key = (id(reg), writer_id, reader_id)
     cached = _READERS.get(key)
     if cached is None:
-        writer, reader = reg.schema(writer_id), reg.schema(reader_id)
+        writer = reg.schema(writer_id)
         enums = {f["name"]: f["type"] for f in writer.get("fields", [])
                  if isinstance(f["type"], dict) and f["type"].get("type") == "enum"}
         fields = [{**f, "type": enums[f["name"]]} if f["type"] == "string" and f["name"] in enums else f
@@ -110,13 +150,13 @@ def _reader_for(reg: Registry, writer_id: int, reader_id: int) -> Schema:
 _READERS: dict[tuple[int, int, int], Schema] = {}
 
 
-def decode(data: bytes | None, expect: str, registry: Registry | None = None) -> dict[str, Any]:
+def decode(data: bytes | None, expect: str, registry: SchemaSource | None = None) -> dict[str, Any]:
     """Decode a framed value written with any known version of ``expect``, read as its newest version.
 
     Raises MalformedInput (empty, unframed, truncated or garbage body), UnknownSchema (id not known),
     SchemaInvalid (a known schema of another record type).
     """
-    reg = registry or local_registry()
+    reg = registry or active()
     if not data:
         raise MalformedInput("empty value")
     if len(data) < _HEADER.size or data[0] != _MAGIC:
@@ -129,7 +169,7 @@ def decode(data: bytes | None, expect: str, registry: Registry | None = None) ->
         if not _reads_as(data, writer):
             raise MalformedInput(f"body is not a valid record of schema id {sid} ({short_name(writer['name'])})")
         raise SchemaInvalid(f"schema id {sid} is {short_name(writer['name'])}, expected {short_name(expect)}")
-    reader = _reader_for(reg, sid, reg.writer_id(expect))
+    reader = _reader_for(reg, sid, expect)
     body = io.BytesIO(data[_HEADER.size:])
     try:
         record = fastavro.schemaless_reader(body, writer, reader)

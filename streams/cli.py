@@ -48,7 +48,12 @@ def _cell(value: object) -> Text:
 
 
 def _settings() -> config.Settings:
-    return config.load()
+    settings = config.load()
+    if settings.registry_url:
+        # This process's producers and readers (produce, tail, demo) frame and resolve through the registry too.
+        from streams import avro, schema_registry
+        avro.use(schema_registry.for_settings(settings))
+    return settings
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -166,7 +171,11 @@ def worker(names: list[str] = typer.Argument(..., help="Step names (see `triage 
     if metrics_port:
         from streams import metrics
         metrics.serve(metrics_port)
-    asyncio.run(run_steps(_settings(), chosen, instance=instance))
+    from streams.schema_registry import RegistryUnavailable, SchemaIncompatible
+    try:
+        asyncio.run(run_steps(_settings(), chosen, instance=instance))
+    except (SchemaIncompatible, RegistryUnavailable) as exc:
+        _fail(f"{exc.code}: {exc}")
 
 
 def _read_lines(source: str) -> list[tuple[int, str]]:

@@ -82,10 +82,14 @@ class InputProducer:
 
 
 class TicketProducer(InputProducer):
-    """Sends tickets to tickets.in, Avro by default or JSON (``content-type: application/json``)."""
+    """Sends tickets to tickets.in, Avro by default or JSON (``content-type: application/json``). Avro is framed
+    with the id ``registry`` has for the Ticket schema on that topic (default: the process's, :func:`avro.active`;
+    a Schema Registry registers it under ``tickets.in-value`` at the first send)."""
 
-    def __init__(self, bootstrap: str, *, as_json: bool = False, topic: str | None = None) -> None:
+    def __init__(self, bootstrap: str, *, as_json: bool = False, topic: str | None = None,
+                 registry: avro.SchemaSource | None = None) -> None:
         super().__init__(bootstrap, as_json=as_json, topic=topic)
+        self._registry = registry
 
     def send(self, doc: dict[str, Any], correlation_id: str | None = None,
              headers: dict[str, str] | None = None) -> Sent:
@@ -94,7 +98,7 @@ class TicketProducer(InputProducer):
             value = json.dumps({k: doc.get(k) for k in TICKET_FIELDS if k in doc}).encode()
             hdrs = {"content-type": "application/json"}
         else:
-            value = avro.encode(avro.TICKET, ticket_record(doc))
+            value = avro.encode(avro.TICKET, ticket_record(doc), registry=self._registry, topic=self._topic)
             hdrs = {"content-type": "avro/binary"}
         hdrs.update(headers or {})
         self.send_raw(value, cid, hdrs)

@@ -25,9 +25,14 @@ _SECRET_WORDS = ("password", "secret", "token", "key")
 MissingPriority = Literal["human", "degrade"]
 ModelOutage = Literal["dlq", "wait"]
 DriftAction = Literal["fallback", "human"]
+SchemaRegistryMode = Literal["off", "embedded"]
+SubjectStrategy = Literal["topic", "record"]
+# The schema registry client's own settings, passed through as TRIAGE_SCHEMA_REGISTRY_<NAME> (basic auth, TLS).
+REGISTRY_CLIENT_PROPS = ("basic.auth.user.info", "basic.auth.credentials.source", "ssl.ca.location",
+                         "ssl.certificate.location", "ssl.key.location", "ssl.key.password", "timeout")
 # Read outside load() (the worker, the supervisor, the metrics server, the queue page), still checked here.
 READ_ELSEWHERE = ("TRIAGE_PIPELINE", "TRIAGE_INSTANCE", "TRIAGE_METRICS_PORT", "TRIAGE_METRICS_BASE_PORT",
-                  "TRIAGE_METRICS_HOST",
+                  "TRIAGE_METRICS_HOST", "TRIAGE_REGISTRY_JAVA_HOME",
                   "TRIAGE_UI_TOKENS", "TRIAGE_UI_TOKENS_FILE")
 
 
@@ -125,15 +130,44 @@ class Settings:
     dead-lettered); 'wait' holds it and retries until the step deadline, catching up when the models return."""
     kafka: Mapping[str, str] = field(default_factory=dict)
     """librdkafka properties for every client (SASL/TLS...), from [kafka] or TRIAGE_KAFKA_*."""
+    schema_registry_url: str = ""
+    """An external Schema Registry (TRIAGE_SCHEMA_REGISTRY_URL, Confluent's REST API): producers register their
+    schemas there and use its ids, readers resolve ids through it. Set, triage starts no registry of its own."""
+    schema_registry: SchemaRegistryMode = "off"
+    """Without a URL: 'embedded' starts the project's own registry (Apicurio, KafkaSQL storage on the broker)
+    with `triage up` and uses it; 'off' keeps the local id table of schemas/registry.json."""
+    schema_registry_port: int = 8781
+    """Loopback port of the embedded registry (TRIAGE_SCHEMA_REGISTRY_PORT); its management port is the next."""
+    subject_strategy: SubjectStrategy = "topic"
+    """Subject a schema is registered under: 'topic' is ``<topic>-value`` (Confluent's default), 'record' the
+    record's full name (``dev.triage.Case``), one subject for every topic that carries it."""
+    schema_registry_client: Mapping[str, str] = field(default_factory=dict)
+    """The registry client's basic-auth and TLS settings (TRIAGE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO...)."""
     pipeline: str = ""
     """The pipeline these settings were read for (TRIAGE_PIPELINE; empty: support): what the stack creates
     topics for and starts workers of."""
 
     def __repr__(self) -> str:
         # Settings end up in tracebacks and debug logs: never with a secret in them.
-        shown = {k: v for k, v in self.__dict__.items() if k not in ("api_key", "kafka", "redis_url")}
+        shown = {k: v for k, v in self.__dict__.items()
+                 if k not in ("api_key", "kafka", "redis_url", "schema_registry_url", "schema_registry_client")}
         return (f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())}, api_key='***', "
                 f"redis_url={redact_url(self.redis_url)!r}, kafka={redact(self.kafka)!r})")
+
+    @property
+    def registry_url(self) -> str | None:
+        """The Schema Registry every producer and reader uses (the external one, else the embedded one's
+        Confluent-compatible API), or None: the local id table."""
+        if self.schema_registry_url:
+            return self.schema_registry_url
+        if self.schema_registry == "embedded":
+            return f"http://127.0.0.1:{self.schema_registry_port}/apis/ccompat/v6"
+        return None
+
+    @property
+    def manage_schema_registry(self) -> bool:
+        """True when `triage up` starts the registry itself."""
+        return self.schema_registry == "embedded" and not self.schema_registry_url
 
     def policy(self, step: str) -> StepPolicy:
         return StepPolicy(models=self.models[step], timeout_s=self.step_timeout_s, retry=self.retry,
@@ -321,6 +355,17 @@ def kafka_properties(env: Mapping[str, str]) -> dict[str, str]:
             for k, v in env.items() if k.startswith("TRIAGE_KAFKA_")}
 
 
+def registry_client_properties(env: Mapping[str, str]) -> dict[str, str]:
+    """The registry client's settings from TRIAGE_SCHEMA_REGISTRY_<NAME> (``..._SSL_CA_LOCATION`` ->
+    ``ssl.ca.location``), only the names of :data:`REGISTRY_CLIENT_PROPS`."""
+    out = {}
+    for prop in REGISTRY_CLIENT_PROPS:
+        value = _raw(env, "TRIAGE_SCHEMA_REGISTRY_" + prop.upper().replace(".", "_"))
+        if value is not None:
+            out[prop] = value
+    return out
+
+
 def merged_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The config file (TRIAGE_CONFIG, else ./triage.toml if present) overridden by the environment."""
     env = dict(os.environ if env is None else env)
@@ -428,6 +473,11 @@ def _build(env: _Env) -> Settings:
                         max_tokens=_int(env, "TRIAGE_BUDGET_TOKENS", 40_000, 100, 100_000_000)),
         response_cache=_flag(env, "TRIAGE_RESPONSE_CACHE"),
         pipeline=_raw(env, "TRIAGE_PIPELINE") or "",
+        schema_registry_url=_url(env, "TRIAGE_SCHEMA_REGISTRY_URL", ("http", "https")).rstrip("/"),
+        schema_registry=_choice(env, "TRIAGE_SCHEMA_REGISTRY", get_args(SchemaRegistryMode)),  # type: ignore[arg-type]
+        schema_registry_port=_int(env, "TRIAGE_SCHEMA_REGISTRY_PORT", 8781, 1, 65534),
+        subject_strategy=_choice(env, "TRIAGE_SUBJECT_NAME_STRATEGY", get_args(SubjectStrategy)),  # type: ignore[arg-type]
+        schema_registry_client=registry_client_properties(env),
         kafka=kafka_properties(env),
         model_outage=_choice(env, "TRIAGE_MODEL_OUTAGE", get_args(ModelOutage)),  # type: ignore[arg-type]
     )

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 from streams import pipelines
-from streams.config import REPO_ROOT, Settings
+from streams.config import REPO_ROOT, Settings, redact_url
 from streams.services import ServiceError, proc
 from streams.services.kafka_broker import BrokerSpec, prepare_cluster, TopicSpec, broker_ready, ensure_topics, start_broker, stop_broker
 from streams.services.redis_server import start_redis, stop_redis
+from streams.services import schema_registry as registry_service
 from streams.topic_config import topic_configs
 
 Say = Callable[[str], None]
@@ -130,6 +131,42 @@ def start_services(settings: Settings, say: Say = lambda _: None, brokers: int |
         say(f"models     {settings.model_base_url}")
     created = ensure_topics(settings.bootstrap, topic_specs(settings, replication=min(3, size)))
     say(f"topics     {len(pipelines.load(settings.pipeline or None).all_topics())} ready ({len(created)} created)")
+    start_schema_registry(settings, say)
+    register_schemas(settings, say)
+
+
+def register_schemas(settings: Settings, say: Say = lambda _: None) -> None:
+    """With a registry, register the schema of every topic the pipeline's steps write, one after another,
+    before any worker starts. Apicurio 2.1 (SQL storage) loses first registrations made at the same moment by
+    the workers starting together: the losers get 409 'artifact already exists' and the subject is then
+    found by no one (404), for ever. Registered here, the workers' own registrations only find them.
+    Raises SchemaIncompatible naming the subject the registry refuses."""
+    if not settings.registry_url:
+        return
+    from streams import schema_registry
+    registry = schema_registry.for_settings(settings)
+    assert registry is not None
+    pipeline = pipelines.load(settings.pipeline or None)
+    writes = {t: pipeline.schema_of(t) for step in pipeline.step_names for t in pipeline.step(step).emits}
+    try:
+        ids = schema_registry.register_outputs(registry, {t: s for t, s in writes.items() if s})
+    finally:
+        registry.close()
+    say(f"schemas    {len(ids)} subjects registered")
+
+
+def start_schema_registry(settings: Settings, say: Say = lambda _: None) -> int | None:
+    """The embedded registry when the settings want it (TRIAGE_SCHEMA_REGISTRY=embedded and no URL); an
+    external one (TRIAGE_SCHEMA_REGISTRY_URL) is only named. Returns the pid of the one started, if any."""
+    if settings.schema_registry_url:
+        say(f"registry   external {redact_url(settings.schema_registry_url)}")
+        return None
+    if not settings.manage_schema_registry:
+        return None
+    t = time.monotonic()
+    pid = registry_service.start_registry(settings.home, REPO_ROOT, settings.bootstrap, settings.schema_registry_port)
+    say(f"registry   ready on {registry_service.url(settings.schema_registry_port)} ({time.monotonic() - t:.1f}s)")
+    return pid
 
 
 def start_workers(settings: Settings, steps: tuple[str, ...] | None = None, replicas: int = 1,
@@ -177,7 +214,7 @@ def workers(settings: Settings) -> dict[str, int]:
 
 
 def down(settings: Settings, say: Say = lambda _: None) -> list[str]:
-    """Stop workers first (they drain and commit), then the model server, Redis and Kafka."""
+    """Stop workers first (they drain and commit), then the model server, the schema registry, Redis and Kafka."""
     from streams import supervisor
     stopped = []
     if proc.stop(settings.home, supervisor.NAME, timeout=60):
@@ -188,6 +225,8 @@ def down(settings: Settings, say: Say = lambda _: None) -> list[str]:
             stopped.append(name)
     if proc.stop(settings.home, OFFLINE):
         stopped.append(OFFLINE)
+    if registry_service.stop_registry(settings.home):
+        stopped.append(registry_service.NAME)
     if stop_redis(settings.home):
         stopped.append("redis")
     for name in sorted(proc.list_running(settings.home)):

@@ -34,6 +34,20 @@ def _brokers(settings: Settings, running: dict[str, int]) -> list[dict[str, Any]
     return out
 
 
+def _registry(settings: Settings, running: dict[str, int]) -> dict[str, Any] | None:
+    """The registry in use: the embedded one triage runs (pid, port, answering) or the external URL."""
+    from streams.config import redact_url
+    from streams.services import schema_registry as service
+    if settings.schema_registry_url:
+        return {"kind": "external", "url": redact_url(settings.schema_registry_url)}
+    pid = running.get(service.NAME)
+    if pid is None:
+        return {"kind": "embedded", "running": False} if settings.manage_schema_registry else None
+    port = service.registry_port(settings.home) or settings.schema_registry_port
+    return {"kind": "embedded", "running": True, "pid": pid, "port": port, "url": service.url(port),
+            "ready": service.registry_ready(port, timeout=1.0)}
+
+
 def _scrape(port: int) -> dict[str, float]:
     """The few counters status shows, summed per metric name (and per reason for dead letters)."""
     import urllib.request
@@ -93,7 +107,8 @@ def _worker_metrics(running: dict[str, int], interval: float) -> dict[str, dict[
 def collect(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
     running = proc.list_running(settings.home)
     doc: dict[str, Any] = {"home": str(settings.home), "bootstrap": settings.bootstrap,
-                           "processes": running, "brokers": _brokers(settings, running), "steps": {},
+                           "processes": running, "brokers": _brokers(settings, running),
+                           "schema_registry": _registry(settings, running), "steps": {},
                            "terminal": {}, "reachable": True}
     try:
         probe = Consumer(base_config(settings.bootstrap, **{"group.id": "triage.status"}))
@@ -181,5 +196,11 @@ def render(doc: dict[str, Any], console: Console) -> None:
             line.append("TRIPPED" if d.get("tripped") == "1" else "ok", "red" if d.get("tripped") == "1" else "")
             line.append(visible(f" (score {d.get('score', '-')}, {d.get('seen', 0)} seen)"))
         console.print(line)
+    reg = doc.get("schema_registry")
+    if reg:
+        state = ("external" if reg["kind"] == "external" else
+                 f"pid {reg['pid']}, {'ready' if reg.get('ready') else 'not answering'}" if reg.get("running")
+                 else "not running")
+        console.print(Text(visible(f"schema registry: {reg.get('url', 'embedded')} ({state})")))
     console.print(Text(visible("processes: " + (", ".join(f"{n}={p}" for n, p in sorted(doc["processes"].items()))
                                                 or "none"))))

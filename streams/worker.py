@@ -16,8 +16,13 @@ from contextlib import AsyncExitStack
 
 from confluent_kafka import KafkaException
 
-from streams import tracing
-from streams.config import Settings
+from typing import TYPE_CHECKING
+
+from streams import avro, tracing
+from streams.config import Settings, redact_url
+
+if TYPE_CHECKING:
+    from streams.schema_registry import RemoteRegistry
 from streams.models import ModelGateway
 from streams.kafka_io import KafkaFailure
 from streams.runtime import KafkaStuck, StepRunner
@@ -46,9 +51,13 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread (tests): the caller owns `stop`
+    registry = use_schema_registry(settings, steps)
     if tracing.setup(f"triage-{'+'.join(steps)}"):
         log.info("exporting spans over OTLP")
     async with AsyncExitStack() as stack:
+        if registry is not None:
+            stack.callback(registry.close)
+            stack.callback(avro.use, None)
         stack.callback(tracing.shutdown)
         gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal(), outage=settings.model_outage)
         stack.push_async_callback(gateway.close)
@@ -61,6 +70,28 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
         tasks = [asyncio.create_task(_supervise(settings, name, StepContext(name, settings, gateway, redis), instance,
                                                 stop), name=f"step-{name}") for name in steps]
         await asyncio.gather(*tasks)
+
+
+def use_schema_registry(settings: Settings, steps: list[str]) -> RemoteRegistry | None:
+    """With a Schema Registry configured, register the schema of every topic ``steps`` write and make the
+    registry the process's (:func:`streams.avro.use`). Before any record is read: a schema the registry refuses
+    (the subject's compatibility level) raises SchemaIncompatible naming the subject, and nothing is written."""
+    if not settings.registry_url:
+        return None
+    from streams import pipelines, schema_registry  # the registry client (httpx, authlib) only where it is used
+    registry = schema_registry.for_settings(settings)
+    assert registry is not None
+    pipeline = pipelines.active()
+    writes = {t: pipeline.schema_of(t) for step in steps for t in pipeline.step(step).emits}
+    try:
+        ids = schema_registry.register_outputs(registry, {t: s for t, s in writes.items() if s})
+    except BaseException:
+        registry.close()
+        raise
+    avro.use(registry)
+    log.info("schemas registered", extra={"fields": {"registry": redact_url(settings.registry_url or ""),
+                                                     "subjects": ids}})
+    return registry
 
 
 def settle_gc() -> None:

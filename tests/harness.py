@@ -96,6 +96,10 @@ class Stack:
             "TRIAGE_OFFLINE_PORT": str(free_port()),
             "TRIAGE_PARTITIONS": "4",
         }
+        # The suite through a registry: TRIAGE_SCHEMA_REGISTRY_URL in the test run's environment reaches every
+        # stack (the workers' environment keeps only the stack's own TRIAGE_ names).
+        if os.environ.get("TRIAGE_SCHEMA_REGISTRY_URL"):
+            env["TRIAGE_SCHEMA_REGISTRY_URL"] = os.environ["TRIAGE_SCHEMA_REGISTRY_URL"]
         env.update(overrides)
         return cls(home, env, brokers=brokers)
 
@@ -105,6 +109,10 @@ class Stack:
 
     def start(self, *, workers: Iterable[str] = STEPS) -> "Stack":
         stack.start_services(self.settings, brokers=self.brokers)
+        if self.registry is not None:
+            # The test process decodes what the workers wrote with the registry's ids, as the CLI does.
+            from streams import avro
+            avro.use(self.registry)
         stack.load_knowledge_bases(self.settings)
         for step in workers:
             self.start_worker(step)
@@ -143,6 +151,9 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     self.kill_worker(p)
         stack.down(self.settings)
+        if self.registry is not None:
+            from streams import avro
+            avro.use(None)
 
     def alive(self) -> dict[str, int]:
         return {step: sum(p.poll() is None for p in ps) for step, ps in self.workers.items()}
@@ -190,8 +201,16 @@ class Stack:
         return doc
 
     # ---- traffic ---------------------------------------------------------------------------------------
+    @property
+    def registry(self) -> Any:
+        """The Schema Registry this stack's workers use (a RemoteRegistry), or None: the local id table."""
+        if self.settings.registry_url and getattr(self, "_registry", None) is None:
+            from streams.schema_registry import for_settings
+            self._registry = for_settings(self.settings)
+        return getattr(self, "_registry", None)
+
     def produce(self, docs: Iterable[dict[str, Any]], *, as_json: bool = False, prefix: str = "") -> dict[str, dict[str, Any]]:
-        p = TicketProducer(self.bootstrap, as_json=as_json)
+        p = TicketProducer(self.bootstrap, as_json=as_json, registry=self.registry)
         sent = {}
         for i, d in enumerate(docs):
             cid = f"{prefix}{i:06d}-{os.urandom(4).hex()}"

@@ -55,7 +55,7 @@ class Outputs:
             else:
                 schema = self._schemas.get(e.topic)
                 # SchemaInvalid: the step's output failed validation. A topic without a schema carries JSON.
-                value = (avro.encode(schema, e.value) if schema is not None
+                value = (avro.encode(schema, e.value, topic=e.topic) if schema is not None
                          else json.dumps(e.value, ensure_ascii=False, separators=(",", ":")).encode())
             if value is not None and len(value) > self._limit(e.topic):
                 raise TriageError(f"output of {len(value)} bytes is over the limit", code="OVERSIZED")
