@@ -4,7 +4,7 @@
 
 Each FILE is JSON lines of tickets with ``subject``, ``body`` and ``expected`` ({intent, language, priority,
 sentiment}), like deploy/sample/tickets.jsonl. Without FILE it scores the shipped sample (made from about
-forty templates, which the lexicons learned) and the evaluation split written apart from any template
+forty templates) and the evaluation split written apart from any template and from the training corpus
 (deploy/sample/eval/tickets.jsonl): the second is the figure to believe. Every ticket goes through
 ``processors.offline.classify.classify``, the function the offline server calls, in this process.
 
@@ -120,7 +120,7 @@ def evaluate(tickets: Iterable[dict[str, Any]], classifier: Classifier = classif
     "critical_recall", "cpu_us_per_call", "calls"}; the language is the ticket's expected one.
     """
     scores = {task: TaskScore(task) for task in tasks}
-    # by_language[expected language][task] = [right, scored]: a lexicon can be good in one language only.
+    # by_language[expected language][task] = [right, scored]: a model can be good in one language only.
     by_language: dict[str, dict[str, list[int]]] = {}
     calls = 0
     n = 0

@@ -133,10 +133,10 @@ def fact_clauses(text: str) -> str:
 
 
 def critical_confirmed(subject: str, body: str) -> bool:
-    """A second signal for ``critical`` that never read the ticket's instructions: the deterministic offline
-    lexicon (situations such as an outage or data loss, never the word "critical") over the fact clauses.
-    A model may be talked into ``critical``; this rule cannot be, because it ignores every demand."""
-    from processors.offline.classify import classify  # the offline rules, used here as rules, not as a model
+    """A second signal for ``critical`` that never read the ticket's instructions: the offline priority model
+    (trained on situations such as an outage or data loss) over the fact clauses only. A model may be talked
+    into ``critical``; this check cannot be, because the demands are cut before it reads the text."""
+    from processors.offline.classify import classify  # deterministic, local: the same answer for the same facts
 
     # Newlines are only spaces to the clause split (else a demand broken over lines would lose its verb); the
     # subject is a clause of its own.

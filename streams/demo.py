@@ -16,6 +16,8 @@ from streams.client import InputProducer, TicketProducer, decode_value, visible,
 from streams.config import Settings
 from streams.services import ServiceError
 
+# Tickets written apart from the sample's templates and from the training corpus (deploy/sample/eval).
+EVAL_SPLIT = "eval/tickets.jsonl"
 # What running every model on every ticket would cost: 4 classifiers, writer, stronger writer, judge twice.
 ALL_MODELS_PER_TICKET = 8
 
@@ -90,6 +92,11 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
             outcomes = wait_for_outcomes(settings.bootstrap, set(expected), timeout,
                                          progress=lambda n: bar.update(task, completed=n))
         summary = summarise(outcomes, expected) if tickets else _counts(outcomes)
+        held_out = settings.data_dir / EVAL_SPLIT
+        if tickets and settings.offline and held_out.exists():
+            from processors.offline.heldout import accuracy  # the offline models only: what the pipeline used
+
+            summary["eval_accuracy"] = accuracy(held_out, tuple(summary.get("accuracy", {})))
         summary["missing"] = len(expected) - len(outcomes)
         summary["seconds"] = round(time.monotonic() - started, 1)
         _print(summary, console)
@@ -118,7 +125,15 @@ def _print(s: dict[str, Any], console: Console) -> None:
     console.print(t)
     if "accuracy" not in s:
         return
-    console.print("classifier accuracy: " + ", ".join(f"{c} {a:.1%}" for c, a in s["accuracy"].items()))
+    # Side by side, so that nobody takes the first figure for the second: the sample comes from templates.
+    held_out = s.get("eval_accuracy") or {}
+    t = Table(title="classifier accuracy")
+    t.add_column("classifier")
+    t.add_column("sample (this run)", justify="right")
+    t.add_column("eval split (held out)", justify="right")
+    for c, a in s["accuracy"].items():
+        t.add_row(c, f"{a:.1%}", f"{held_out[c]:.1%}" if c in held_out else "-")
+    console.print(t)
     console.print(f"model calls per ticket: {s['model_calls_per_ticket']} "
                   f"(every model on every ticket: {s['all_models_calls_per_ticket']}); "
                   f"tokens per ticket: {s['tokens_per_ticket']}")

@@ -71,6 +71,7 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from processors.offline import LABELS
+from processors.offline.classify import warm
 # The offline server's private helpers are reused on purpose: the fake must answer exactly as the real
 # offline provider does, and copying its request handling would let the two drift apart.
 from processors.offline.server import CLASSIFIERS, MODELS, BadRequest, UnknownModel, _complete, _error, _text
@@ -595,6 +596,7 @@ def make_app(routes: Mapping[str, str] | None = None) -> web.Application:
 async def serve(host: str, port: int, routes: Mapping[str, str] | None = None) -> None:
     """Serves :func:`make_app` on ``host:port`` until SIGTERM or SIGINT."""
     # A short shutdown timeout: a test stopping the fake must not wait for a slow:<s> request to finish.
+    warm()  # as the offline server does: /healthz answers once the models are loaded
     runner = web.AppRunner(make_app(routes), access_log=None, shutdown_timeout=0.25)
     await runner.setup()
     stop = asyncio.Event()

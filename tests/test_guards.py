@@ -22,7 +22,10 @@ WINDOW, BASELINE = 100, 200
 def guarded(tmp_path_factory: pytest.TempPathFactory, fake: FakeModels) -> Iterator[Stack]:
     s = Stack.create(tmp_path_factory.mktemp("guards-home"), **fake_models_env(
         fake.base_url, TRIAGE_MODEL_CLASSIFY_INTENT="fake-intent,fake-intent-b",
-        TRIAGE_RETRIES="2", TRIAGE_BACKOFF_S="0.05", TRIAGE_MODEL_TIMEOUT_S="2",
+        # One fake process answers the four classifiers of a 300-ticket burst; on a busy machine it fell more
+        # than 2 s behind, every call timed out, the retries doubled its queue and the drift monitor saw too few
+        # results of the primary to be ready. No test here needs a short time-out (none sends slow:).
+        TRIAGE_RETRIES="2", TRIAGE_BACKOFF_S="0.05", TRIAGE_MODEL_TIMEOUT_S="10",
         TRIAGE_DRIFT_WINDOW=str(WINDOW), TRIAGE_DRIFT_BASELINE=str(BASELINE),
         # A 100-result window is kept small for speed, and the clear point sits above its sampling noise on the
         # sample (the default 0.02 suits the default 200-result window). Simulated with the offline intent

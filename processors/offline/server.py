@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from processors.offline.classify import classify
+from processors.offline.classify import classify, warm
 from processors.offline.judge import judge
 from processors.offline.write import write_reply
 
@@ -215,6 +215,7 @@ def make_app() -> web.Application:
 
 async def serve(host: str, port: int) -> None:
     """Serves :func:`make_app` on ``host:port`` until cancelled."""
+    warm()  # before listening: the first burst of tickets must not wait for the models to load
     runner = web.AppRunner(make_app(), access_log=None)  # access logs would cost more than the answers
     await runner.setup()
     try:
