@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Callable
 
 from processors import human, prompts
+from processors.offline import heldout
 from processors.offline.classify import classify as offline_classify
 from processors.classify import Classify
 from processors.generate import Generate
@@ -127,6 +128,8 @@ def declare(classifiers: tuple[Classifier, ...] = CLASSIFIERS) -> Pipeline:
         models=models,
         extras={"input": "ticket", "classifiers": names, "escalations": ESCALATIONS, "responses": RESPONSES,
                 "human": human, "summary": _summary, "deploy": _deploy(models),
+                # tickets written apart from the sample's templates and from the training corpus
+                "held_out": {"file": "eval/tickets.jsonl", "accuracy": heldout.accuracy},
                 "offline_models": {c.offline_model: c.offline for c in classifiers}},
     )
 

@@ -16,8 +16,6 @@ from streams.client import InputProducer, TicketProducer, decode_value, visible,
 from streams.config import Settings
 from streams.services import ServiceError
 
-# Tickets written apart from the sample's templates and from the training corpus (deploy/sample/eval).
-EVAL_SPLIT = "eval/tickets.jsonl"
 # What running every model on every ticket would cost: 4 classifiers, writer, stronger writer, judge twice.
 ALL_MODELS_PER_TICKET = 8
 
@@ -92,11 +90,12 @@ def run_demo(settings: Settings, *, count: int | None, timeout: float, keep: boo
             outcomes = wait_for_outcomes(settings.bootstrap, set(expected), timeout,
                                          progress=lambda n: bar.update(task, completed=n))
         summary = summarise(outcomes, expected) if tickets else _counts(outcomes)
-        held_out = settings.data_dir / EVAL_SPLIT
-        if tickets and settings.offline and held_out.exists():
-            from processors.offline.heldout import accuracy  # the offline models only: what the pipeline used
-
-            summary["eval_accuracy"] = accuracy(held_out, tuple(summary.get("accuracy", {})))
+        # A pipeline whose offline models have a held-out split declares it (file, and how to score it): the
+        # offline models only, what the pipeline used.
+        held = pipeline.extras.get("held_out") or {}
+        held_out = settings.data_dir / held["file"] if held else None
+        if tickets and settings.offline and held_out is not None and held_out.exists():
+            summary["eval_accuracy"] = held["accuracy"](held_out, tuple(summary.get("accuracy", {})))
         summary["missing"] = len(expected) - len(outcomes)
         summary["seconds"] = round(time.monotonic() - started, 1)
         _print(summary, console)
