@@ -103,6 +103,9 @@ class Settings:
     max_in_flight: int = 256
     """Records one step runner holds at once (handling, or done and waiting for their commit); past it the
     runner takes no more, and pauses its partitions if that lasts longer than ``pause_after_s``."""
+    model_concurrency: int = 256
+    """The most calls one worker keeps in flight to one model; the limit it keeps halves on time-outs and grows
+    back on answers (streams/call_limit.py), so a model that falls behind is not retried into collapse."""
     partition_serial: bool = False
     """One record in flight per partition: the naive consumer, kept for benchmarks and strict ordering."""
     commit_interval_s: float = 0.1
@@ -458,6 +461,7 @@ def _build(env: _Env) -> Settings:
         # The body reaches the join's state and every prompt: past this a case may not fit one record.
         max_body_chars=_int(env, "TRIAGE_MAX_BODY_CHARS", 20_000, 1, 50_000),
         max_in_flight=_int(env, "TRIAGE_MAX_IN_FLIGHT", 256, 1, 100_000),
+        model_concurrency=_int(env, "TRIAGE_MODEL_CONCURRENCY", 256, 1, 100_000),
         partition_serial=_flag(env, "TRIAGE_PARTITION_SERIAL"),
         commit_interval_s=_float(env, "TRIAGE_COMMIT_INTERVAL_S", 0.1, 0.001, 60.0),
         pause_after_s=_float(env, "TRIAGE_PAUSE_AFTER_S", 1.0, 0.0, 30.0),

@@ -32,6 +32,9 @@ LOOP_ROUNDS = Counter("triage_loop_rounds_total", "Rounds of a bounded loop afte
 MEMO_HITS = Counter("triage_memo_hits_total", "Model calls answered by the memo", ["step"])
 DRIFT_SCORE = Gauge("triage_drift_score", "Jensen-Shannon divergence of a classifier from its baseline", ["classifier"])
 DRIFT_TRIPPED = Gauge("triage_drift_tripped", "1 while a classifier's drift monitor is tripped", ["classifier"])
+MODEL_CONCURRENCY = Gauge("triage_model_concurrency_limit",
+                          "Calls a worker may have in flight to a model (halved on time-outs, see streams/call_limit.py)",
+                          ["model"])
 CIRCUIT_REJECTED = Counter("triage_circuit_rejected_total", "Model calls refused by an open circuit", ["model"])
 GUARD_TRIPS = Counter("triage_guard_trips_total", "Guards that stopped a ticket", ["guard"])
 

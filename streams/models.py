@@ -20,6 +20,7 @@ import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from streams import metrics, tracing
+from streams.call_limit import CallLimits
 from streams.context import current
 from streams.errors import (OUTAGE_CODES, InvalidModelOutput, ModelError, ModelRateLimited, ModelRejected,
                             ModelTimeout, ModelUnavailable, Outage, StateError, TriageError)
@@ -119,7 +120,7 @@ class ModelGateway:
 
     def __init__(self, base_url: str, api_key: str, *, client: AsyncOpenAI | None = None,
                  rng: random.Random | None = None, outage: str = "dlq",
-                 breaker: "CircuitBreaker | None" = None) -> None:
+                 breaker: "CircuitBreaker | None" = None, concurrency: int = 256) -> None:
         # The runtime retries (with the fallback chain), so the client's own retries are off. The aiohttp
         # transport costs a third of httpx's CPU per call, and a worker makes hundreds of calls a second.
         self._client = client or AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0,
@@ -127,6 +128,7 @@ class ModelGateway:
         self._rng = rng or random.Random()
         self._outage_policy = outage
         self._breaker = breaker or CircuitBreaker()
+        self._limits = CallLimits(concurrency)
 
     def _outage(self, err: ModelError) -> TriageError:
         """With TRIAGE_MODEL_OUTAGE=wait, an unreachable chain is an outage to wait out, not a verdict."""
@@ -147,26 +149,31 @@ class ModelGateway:
         ctx = current()
         tenant = ctx.tenant_id if ctx is not None else ""
         self._breaker.check(model)
-        started = time.monotonic()
+        limit = self._limits.of(model)
         with tracing.model_span(model) as span:
             try:
-                # The client's generic post, not the typed ``chat.completions.create``: the typed path spends
-                # twice the transport's CPU checking our request against TypedDicts and building pydantic
-                # models we read two fields of. Auth, base URL, timeouts and error mapping stay the client's.
-                # The outer bound is a backstop for the client's own timeout; asyncio.timeout, unlike wait_for,
-                # does not start a task per call.
-                async with asyncio.timeout(timeout + 1.0):
-                    doc = await self._client.post("/chat/completions", body=body, cast_to=object,
-                                                  options={"timeout": timeout})
+                async with limit.slot():
+                    started = time.monotonic()
+                    try:
+                        # The client's generic post, not the typed ``chat.completions.create``: the typed path
+                        # spends twice the transport's CPU checking our request against TypedDicts and building
+                        # pydantic models we read two fields of. Auth, base URL, timeouts and error mapping stay
+                        # the client's. The outer bound is a backstop for the client's own timeout;
+                        # asyncio.timeout, unlike wait_for, does not start a task per call.
+                        async with asyncio.timeout(timeout + 1.0):
+                            doc = await self._client.post("/chat/completions", body=body, cast_to=object,
+                                                          options={"timeout": timeout})
+                    finally:
+                        metrics.MODEL_SECONDS.labels(model).observe(time.monotonic() - started)
             except (asyncio.TimeoutError, openai.OpenAIError) as exc:
                 err = _translate(exc)
+                limit.failed(err.code, timeout)
                 if err.retryable:
                     self._breaker.failure(model, err.code)
                 metrics.MODEL_CALLS.labels(model, tenant, err.code).inc()
                 span.set_attribute("error.type", err.code)
                 raise err from exc
-            finally:
-                metrics.MODEL_SECONDS.labels(model).observe(time.monotonic() - started)
+            limit.answered()
             try:
                 message, tokens = _Message.of_completion(doc)
             except InvalidModelOutput as exc:

@@ -94,7 +94,8 @@ def start_offline_models(settings: Settings) -> int | None:
         return None  # another home's server (a second pipeline beside the first): stateless, so shared
     pid = proc.spawn(OFFLINE, [sys.executable, "-m", "processors.offline.server", "--port",
                                str(settings.offline_port)], settings.home, cwd=REPO_ROOT)
-    proc.wait_until(lambda: offline_ready(settings) or not proc.is_alive(pid), 30, what="the offline model server")
+    # It loads its models before it listens: about a second here, many on a busy machine (40 s seen at load 20).
+    proc.wait_until(lambda: offline_ready(settings) or not proc.is_alive(pid), 120, what="the offline model server")
     if not proc.is_alive(pid):
         raise ServiceError("the offline model server exited:\n" + proc.log_tail(settings.home, OFFLINE))
     return pid

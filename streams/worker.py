@@ -59,7 +59,8 @@ async def run_steps(settings: Settings, steps: list[str], *, instance: str | Non
             stack.callback(registry.close)
             stack.callback(avro.use, None)
         stack.callback(tracing.shutdown)
-        gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal(), outage=settings.model_outage)
+        gateway = ModelGateway(settings.model_base_url, settings.api_key.reveal(), outage=settings.model_outage,
+                               concurrency=settings.model_concurrency)
         stack.push_async_callback(gateway.close)
         redis = connect(settings.redis_url)
         stack.push_async_callback(redis.aclose)

@@ -18,6 +18,8 @@ Modes (per requested model id; see :func:`parse_mode`):
   may follow the number); the lognormal draws each sleep from a lognormal of that median and sigma, capped at
   ``cap_ms`` (default 5000). Draws come from a ``random.Random`` per model seeded with the model id and the
   mode, restarted each time the mode is set, so a run is reproducible.
+* ``serial:<ms>``: one call at a time, each taking ``ms``, in arrival order, like an endpoint with one slot
+  that cannot see a caller hang up: it works through abandoned calls too, then answers them 499 (unsent).
 * ``error:<status>``: that HTTP status (400-599) with an OpenAI-style body ``{"error": {...}}``.
 * ``ratelimit:<seconds>``: 429 with ``retry-after: <seconds>`` and an error body.
 * ``garbage``: 200, content that is not JSON. ``empty``: 200, content ``""``.
@@ -74,7 +76,7 @@ from processors.offline import LABELS
 from processors.offline.classify import warm
 # The offline server's private helpers are reused on purpose: the fake must answer exactly as the real
 # offline provider does, and copying its request handling would let the two drift apart.
-from processors.offline.server import CLASSIFIERS, MODELS, BadRequest, UnknownModel, _complete, _error, _text
+from processors.offline.server import CLASSIFIERS, MODELS, BadRequest, UnknownModel, _abandoned, _complete, _error, _text
 
 log = logging.getLogger("triage.fake_openai")
 
@@ -127,7 +129,7 @@ class Mode:
             if self.label == "lognormal":
                 return f"latency:lognormal:{_num(self.number)}:{_num(self.sigma)}:{_num(self.cap)}"
             return f"latency:{_num(self.number)}"
-        if self.kind in ("slow", "error", "ratelimit", "flaky"):
+        if self.kind in ("slow", "serial", "error", "ratelimit", "flaky"):
             return f"{self.kind}:{_num(self.number)}"
         return self.kind
 
@@ -159,8 +161,8 @@ def parse_mode(text: str) -> Mode:
         return Mode("drift", label=arg)
     if kind == "latency":
         return _parse_latency(arg)
-    if kind not in ("slow", "error", "ratelimit", "flaky"):
-        raise ValueError(f"unknown mode {text!r}; modes: ok, slow:<s>, latency:<ms>, "
+    if kind not in ("slow", "serial", "error", "ratelimit", "flaky"):
+        raise ValueError(f"unknown mode {text!r}; modes: ok, slow:<s>, serial:<ms>, latency:<ms>, "
                          "latency:lognormal:<median_ms>:<sigma>[:<cap_ms>], error:<status>, ratelimit:<s>, "
                          "garbage, empty, badlabel, drift:<label>, flaky:<p>, down")
     try:
@@ -173,6 +175,8 @@ def parse_mode(text: str) -> Mode:
         raise ValueError("flaky:<p> needs a probability from 0 to 1")
     if kind in ("slow", "ratelimit") and not 0.0 <= number <= 3600.0:
         raise ValueError(f"{kind}:<seconds> needs 0 to 3600 seconds")
+    if kind == "serial" and not 0.0 < number <= 60_000.0:
+        raise ValueError("serial:<ms> needs 0 to 60000 ms")
     return Mode(kind, number=number)
 
 
@@ -226,6 +230,7 @@ class State:
     def __init__(self, routes: Mapping[str, str]) -> None:
         self.routes = dict(routes)
         self.in_flight = 0  # chat requests being served now (a reset does not end them)
+        self.slots: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # serial:<ms>, per model
         self.reset()
 
     def reset(self) -> None:
@@ -473,7 +478,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         except (json.JSONDecodeError, UnicodeDecodeError):
             resp = _error(400, "the request body is not valid JSON", None)
         else:
-            resp, model, mode = await _serve(state, body)
+            resp, model, mode = await _serve(state, body, request)
         status = resp.status
         return resp
     except _Dropped as dropped:
@@ -489,7 +494,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         state.record(t, model, mode, status, generation)
 
 
-async def _serve(state: State, body: Any) -> tuple[web.Response, str | None, Mode | None]:
+async def _serve(state: State, body: Any, request: web.Request) -> tuple[web.Response, str | None, Mode | None]:
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
         return _error(400, "'model' is required", None, "model"), None, None
@@ -503,6 +508,9 @@ async def _serve(state: State, body: Any) -> tuple[web.Response, str | None, Mod
         await asyncio.sleep(mode.number)
     elif mode.kind == "latency":
         await asyncio.sleep(state.latency_s(model, mode))
+    elif mode.kind == "serial":
+        async with state.slots[model]:  # asyncio.Lock wakes its waiters in arrival order
+            await asyncio.sleep(mode.number / 1000.0)
     elif mode.kind == "error":
         return _error_for(int(mode.number)), model, mode
     elif mode.kind == "ratelimit":
@@ -512,6 +520,8 @@ async def _serve(state: State, body: Any) -> tuple[web.Response, str | None, Mod
         return resp, model, mode
     elif mode.kind == "flaky" and state.flaky_fails(model, mode.number):
         return _error_for(500), model, mode
+    if _abandoned(request):  # as the offline server does: no answer for a caller that hung up (status 499)
+        return web.Response(status=499), model, mode
     return _answer(body, model, base, mode), model, mode
 
 
@@ -675,7 +685,7 @@ class FakeModels:
 
     @classmethod
     def start(cls, port: int | None = None, *, routes: Mapping[str, str] | None = None,
-              timeout: float = 20.0) -> FakeModels:
+              timeout: float = 90.0) -> FakeModels:
         """A running fake on ``port`` (a free one if None). Raises RuntimeError if it is not healthy in
         ``timeout`` seconds or exits early (its output is in the message)."""
         fake = cls(port, routes=routes)

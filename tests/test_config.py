@@ -101,6 +101,7 @@ def test_every_documented_setting_is_read() -> None:
     ("TRIAGE_MAX_BODY_CHARS", "lots", "whole number between 1 and 50000"),
     ("TRIAGE_PARTITIONS", "0", "between 1 and 1000"),
     ("TRIAGE_MAX_IN_FLIGHT", "-1", "between 1 and 100000"),
+    ("TRIAGE_MODEL_CONCURRENCY", "0", "between 1 and 100000"),
     ("TRIAGE_RETRIES", "0", "between 1 and 20"),
     ("TRIAGE_BACKOFF_S", "-0.1", "between 0 and 60"),
     ("TRIAGE_MODEL_TIMEOUT_S", "0", "between 0.1 and 600"),

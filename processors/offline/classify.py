@@ -29,10 +29,19 @@ LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _features(subject: str, body: str) -> dict[str, float]:
     # The server asks the three text tasks about the same ticket one after the other: extract once.
     return features(subject, body)
+
+
+@lru_cache(maxsize=8192)
+def _decide(task: str, subject: str, body: str) -> tuple[str, float]:
+    # Pure, so a retried call (the caller timed out on a busy server) costs a lookup, not the model again.
+    if task == "language":
+        return language.identify(subject, body)
+    label, confidence = load()[task].decide(_features(subject, body))
+    return label, max(confidence, 0.001)
 
 
 def warm() -> None:
@@ -55,8 +64,4 @@ def classify(task: str, subject: str, body: str) -> tuple[str, float]:
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    subject, body = subject or "", body or ""
-    if task == "language":
-        return language.identify(subject, body)
-    label, confidence = load()[task].decide(_features(subject, body))
-    return label, max(confidence, 0.001)
+    return _decide(task, subject or "", body or "")

@@ -179,12 +179,23 @@ async def _chat_completions(request: web.Request) -> web.Response:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return _error(400, "the request body is not valid JSON", None)
+    if _abandoned(request):
+        return web.Response(status=499)
     try:
         return web.json_response(_complete(body))
     except UnknownModel as exc:
         return _error(404, str(exc), "model_not_found", "model")
     except BadRequest as exc:
         return _error(400, str(exc), None, exc.param)
+
+
+def _abandoned(request: web.Request) -> bool:
+    """True when the caller has hung up (its time-out passed while the request queued).
+
+    Answering it anyway is how an overloaded server collapses: the caller has already retried, so every
+    answer computed for a dead connection is work done twice, and the queue only grows.
+    """
+    return request.transport is None or request.transport.is_closing()
 
 
 async def _models(_: web.Request) -> web.Response:
@@ -216,7 +227,8 @@ def make_app() -> web.Application:
 async def serve(host: str, port: int) -> None:
     """Serves :func:`make_app` on ``host:port`` until cancelled."""
     warm()  # before listening: the first burst of tickets must not wait for the models to load
-    runner = web.AppRunner(make_app(), access_log=None)  # access logs would cost more than the answers
+    # Access logs would cost more than the answers; a handler whose caller hung up is cancelled (see _abandoned).
+    runner = web.AppRunner(make_app(), access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
