@@ -39,6 +39,8 @@ async def test_a_full_limit_makes_the_next_call_wait_for_a_slot() -> None:
 
 async def test_time_outs_halve_the_limit_once_per_window_and_answers_grow_it_back() -> None:
     limit = CallLimit("m", ceiling=16)
+    for _ in range(40):  # answered in time, the window before: half of 40 is more than half the limit
+        limit.answered()
     limit.failed("MODEL_TIMEOUT", window_s=3600)
     assert limit.limit == 8
     limit.failed("MODEL_TIMEOUT", window_s=3600)  # the rest of the same late batch
@@ -52,6 +54,19 @@ async def test_time_outs_halve_the_limit_once_per_window_and_answers_grow_it_bac
     for _ in range(200):
         limit.answered()
     assert limit.limit == 16, "answers in time bring the limit back to its ceiling, never past it"
+
+
+async def test_a_time_out_cuts_the_limit_to_what_the_model_answered_in_its_window() -> None:
+    """Little's law: 6 answers in one time-out window means about 6 calls can wait there in time; half of it
+    leaves room. Halving alone would take three windows of time-outs to get from 64 to 8."""
+    limit = CallLimit("m", ceiling=64)
+    for _ in range(6):
+        limit.answered()
+    limit.failed("MODEL_TIMEOUT", window_s=3600)
+    assert limit.limit == 3
+    fresh = CallLimit("m", ceiling=64)
+    fresh.failed("MODEL_TIMEOUT", window_s=3600)
+    assert fresh.limit == 1, "no answer in the window: one call at a time until answers come back"
 
 
 N = 200
