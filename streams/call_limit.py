@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from streams import metrics
 
@@ -30,8 +30,9 @@ OVERLOAD_CODES = frozenset({"MODEL_TIMEOUT", "MODEL_RATE_LIMITED"})
 class CallLimit:
     """One model's limit in one worker; ``async with limit.slot():`` around each call."""
 
-    def __init__(self, model: str, ceiling: int, floor: int = 1) -> None:
-        self.model, self.ceiling, self.floor = model, ceiling, min(floor, ceiling)
+    def __init__(self, model: str, ceiling: int, floor: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.model, self.ceiling, self.floor, self._clock = model, ceiling, min(floor, ceiling), clock
         self.limit = float(ceiling)
         self.in_flight = 0
         self._cut_at = float("-inf")
@@ -53,7 +54,7 @@ class CallLimit:
 
     def answered(self) -> None:
         """A call came back in time."""
-        self._answers.append(time.monotonic())
+        self._answers.append(self._clock())
         if len(self._answers) > 4 * self.ceiling:
             self._answers.popleft()
         if self.limit < self.ceiling:
@@ -64,7 +65,7 @@ class CallLimit:
         """A call failed with ``code``; an overload halves the limit, once per ``window_s`` (the call's time-out)."""
         if code not in OVERLOAD_CODES:
             return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._cut_at < window_s:
             return  # the rest of a batch that went late together: one cut for it
         self._cut_at = now

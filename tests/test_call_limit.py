@@ -37,34 +37,54 @@ async def test_a_full_limit_makes_the_next_call_wait_for_a_slot() -> None:
     assert entered == [0, 1, 2] and limit.in_flight == 0
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_time_outs_halve_the_limit_once_per_window_and_answers_grow_it_back() -> None:
-    limit = CallLimit("m", ceiling=16)
-    for _ in range(40):  # answered in time, the window before: half of 40 is more than half the limit
-        limit.answered()
-    limit.failed("MODEL_TIMEOUT", window_s=3600)
+    clock = Clock()
+    limit = CallLimit("m", ceiling=16, clock=clock)
+
+    def answers(n: int) -> None:  # answered in time, the window before: half of n is more than half the limit
+        for _ in range(n):
+            limit.answered()
+    answers(40)
+    clock.now += 4
+    limit.failed("MODEL_TIMEOUT", window_s=5)
     assert limit.limit == 8
-    limit.failed("MODEL_TIMEOUT", window_s=3600)  # the rest of the same late batch
+    clock.now += 1
+    limit.failed("MODEL_TIMEOUT", window_s=5)  # the rest of the same late batch
     assert limit.limit == 8
-    limit.failed("MODEL_UNAVAILABLE", window_s=0)  # a 5xx says nothing about load
-    limit.failed("INVALID_OUTPUT", window_s=0)
+    clock.now += 10
+    limit.failed("MODEL_UNAVAILABLE", window_s=5)  # a 5xx says nothing about load
+    limit.failed("INVALID_OUTPUT", window_s=5)
     assert limit.limit == 8
-    for expected in (4, 2, 1, 1):
-        limit.failed("MODEL_RATE_LIMITED", window_s=0)
-        assert limit.limit == expected
-    for _ in range(200):
-        limit.answered()
+    for _ in range(6):  # each window: answers, then a 429 (the endpoint's own "too many")
+        answers(4)
+        grown = limit.limit
+        assert grown > 1
+        clock.now += 4
+        limit.failed("MODEL_RATE_LIMITED", window_s=5)
+        assert limit.limit == max(1.0, min(grown / 2, 2.0))
+        clock.now += 6
+    assert limit.limit <= 2.0, "six windows of 429s: no more than two calls at once"
+    answers(200)
     assert limit.limit == 16, "answers in time bring the limit back to its ceiling, never past it"
 
 
 async def test_a_time_out_cuts_the_limit_to_what_the_model_answered_in_its_window() -> None:
     """Little's law: 6 answers in one time-out window means about 6 calls can wait there in time; half of it
     leaves room. Halving alone would take three windows of time-outs to get from 64 to 8."""
-    limit = CallLimit("m", ceiling=64)
+    limit = CallLimit("m", ceiling=64, clock=Clock())
     for _ in range(6):
         limit.answered()
     limit.failed("MODEL_TIMEOUT", window_s=3600)
     assert limit.limit == 3
-    fresh = CallLimit("m", ceiling=64)
+    fresh = CallLimit("m", ceiling=64, clock=Clock())
     fresh.failed("MODEL_TIMEOUT", window_s=3600)
     assert fresh.limit == 1, "no answer in the window: one call at a time until answers come back"
 
