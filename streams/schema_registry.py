@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Literal, Mapping
 
 import fastavro
@@ -92,18 +93,25 @@ class RemoteRegistry:
         text = self._local.texts[local_id]
         subject = self.subject(topic, name)
         schema = Schema(json.dumps(json.loads(text)), "AVRO")
-        for attempt in (1, 2):
+        attempts = 4
+        for attempt in range(1, attempts + 1):
             try:
                 sid = self._client.register_schema(subject, schema)
                 break
             except SchemaRegistryError as exc:
-                # Apicurio answers 409 "artifact already exists" to the loser of two first registrations of
-                # one subject at once (workers of the steps that write one topic start together); asked again,
-                # the subject exists and the same schema is simply found. A second 409 is a real refusal.
-                if exc.http_status_code in (409, 422) and attempt == 2:
-                    raise SchemaIncompatible(subject, self._why(subject, text, exc)) from exc
-                if exc.http_status_code not in (409, 422):
+                # Apicurio 2.1 loses races between first registrations of one subject at once (workers of the
+                # steps that write one topic start together): the losers get 409 "artifact already exists",
+                # or a 500 from its SQL storage ("Expected only one result but got multiple", seen under load).
+                # Asked again a moment later, the subject exists and the same schema is simply found. Only a
+                # 409 that lasts is a real refusal, only a 5xx that lasts an unavailable registry.
+                refused = exc.http_status_code in (409, 422)
+                if not refused and not (exc.http_status_code or 0) >= 500:
                     raise RegistryUnavailable(f"registering subject {subject!r} failed: {exc}") from exc
+                if attempt == attempts:
+                    if refused:
+                        raise SchemaIncompatible(subject, self._why(subject, text, exc)) from exc
+                    raise RegistryUnavailable(f"registering subject {subject!r} failed: {exc}") from exc
+                time.sleep(0.1 * 2 ** attempt)
             except Exception as exc:  # noqa: BLE001 - httpx's transport errors and the like: the registry is away
                 raise RegistryUnavailable(f"schema registry unreachable registering {subject!r}: {exc}") from exc
         with self._lock:
