@@ -30,9 +30,8 @@ OVERLOAD_CODES = frozenset({"MODEL_TIMEOUT", "MODEL_RATE_LIMITED"})
 class CallLimit:
     """One model's limit in one worker; ``async with limit.slot():`` around each call."""
 
-    def __init__(self, model: str, ceiling: int, floor: int = 1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.model, self.ceiling, self.floor, self._clock = model, ceiling, min(floor, ceiling), clock
+    def __init__(self, model: str, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.model, self.ceiling, self._clock = model, ceiling, clock
         self.limit = float(ceiling)
         self.in_flight = 0
         self._cut_at = float("-inf")
@@ -62,7 +61,7 @@ class CallLimit:
             metrics.MODEL_CONCURRENCY.labels(self.model).set(int(self.limit))
 
     def failed(self, code: str, window_s: float) -> None:
-        """A call failed with ``code``; an overload halves the limit, once per ``window_s`` (the call's time-out)."""
+        """A call failed with ``code``; an overload cuts the limit (see the module), once per ``window_s``."""
         if code not in OVERLOAD_CODES:
             return
         now = self._clock()
@@ -71,7 +70,7 @@ class CallLimit:
         self._cut_at = now
         while self._answers and self._answers[0] < now - window_s:
             self._answers.popleft()
-        self.limit = max(float(self.floor), min(self.limit / 2, len(self._answers) / 2))
+        self.limit = max(1.0, min(self.limit / 2, len(self._answers) / 2))
         metrics.MODEL_CONCURRENCY.labels(self.model).set(int(self.limit))
 
 

@@ -99,13 +99,14 @@ class RemoteRegistry:
                 sid = self._client.register_schema(subject, schema)
                 break
             except SchemaRegistryError as exc:
-                # Apicurio 2.1 loses races between first registrations of one subject at once (workers of the
-                # steps that write one topic start together): the losers get 409 "artifact already exists",
-                # or a 500 from its SQL storage ("Expected only one result but got multiple", seen under load).
-                # Asked again a moment later, the subject exists and the same schema is simply found. Only a
-                # 409 that lasts is a real refusal, only a 5xx that lasts an unavailable registry.
+                # Apicurio 2.1 answers 409 "artifact already exists" to the loser of two first registrations
+                # of one subject at once; asked again, the subject exists and the same schema is found. A 5xx
+                # may pass too, so it is asked again as well; but the 500 its SQL storage gives when that race
+                # went worse ("Expected only one result but got multiple") lasts, which is why triage up
+                # registers every subject from one process first. Only a 409 that lasts is a real refusal,
+                # only a 5xx that lasts an unavailable registry.
                 refused = exc.http_status_code in (409, 422)
-                if not refused and not (exc.http_status_code or 0) >= 500:
+                if not refused and (exc.http_status_code or 0) < 500:
                     raise RegistryUnavailable(f"registering subject {subject!r} failed: {exc}") from exc
                 if attempt == attempts:
                     if refused:
